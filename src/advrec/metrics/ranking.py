@@ -1,0 +1,113 @@
+"""Top-K ranking metrics as one `torchmetrics.Metric` with sum/count states (DDP-safe).
+
+Definitions (CFGAN / ECIR-2022, averaged over users with at least one held-out item):
+P@k = hits/k; R@k = hits/|T_u|; NDCG@k with binary gain, 1/log2(rank+1) discount and IDCG
+over min(k, |T_u|); MRR@k = 1/rank of the first hit within k (else 0); Hit@k = any hit.
+Coverage@k = share of the catalogue that appears in at least one user's top-k.
+Ties are broken towards the lower item index, so results never depend on the sort kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+NAMES = ("precision", "recall", "ndcg", "mrr", "hit")
+
+
+def topk_ranked(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (values, indices) per row, ordered by score desc, then item index asc.
+
+    `torch.topk` alone leaves ties in an unspecified order and may pick any of the tied items
+    at the k-th position; rows with such ties are re-selected exactly, the rest stay on the
+    fast path.
+    """
+    vals, idx = torch.topk(scores, k, dim=1)
+    kth = vals[:, -1:]
+    n_eq_in = (vals == kth).sum(1)
+    n_eq_all = (scores == kth).sum(1)
+    bad = torch.nonzero(n_eq_all > n_eq_in).flatten()
+    if len(bad):
+        sub = scores[bad]
+        t = kth[bad]
+        eq = sub == t
+        room = k - (sub > t).sum(1, keepdim=True)
+        chosen = (sub > t) | (eq & (eq.cumsum(1) <= room))
+        idx[bad] = chosen.nonzero()[:, 1].view(-1, k)
+        vals[bad] = sub.gather(1, idx[bad])
+    # stable order: by index, then by value descending (stable keeps index order in ties)
+    idx, perm = idx.sort(dim=1)
+    vals = vals.gather(1, perm)
+    vals, perm = vals.sort(dim=1, descending=True, stable=True)
+    return vals, idx.gather(1, perm)
+
+
+class RankingMetrics(Metric):
+    """P/R/NDCG/MRR/Hit and coverage at several K, from dense scores and targets.
+
+    `update(scores, target)`: scores (B, n_items) with already-seen items set to -inf, target
+    (B, n_items) bool. Items scored -inf never count as hits. Users with no target are left out
+    of the means and counted in `n_users_without_targets`.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, ks: Sequence[int] = (5, 10, 20), n_items: int | None = None, **kw):
+        super().__init__(**kw)
+        self.ks = sorted({int(k) for k in ks})
+        self.n_items = n_items
+        self.add_state("sums", torch.zeros(len(NAMES), len(self.ks), dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("n_users", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("n_users_without_targets", torch.zeros((), dtype=torch.long),
+                       dist_reduce_fx="sum")
+        if n_items:
+            self.add_state("recommended", torch.zeros(len(self.ks), n_items), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, target: torch.Tensor) -> None:
+        kmax = self.ks[-1]
+        if kmax > scores.shape[1]:
+            raise ValueError(f"K={kmax} exceeds the number of items ({scores.shape[1]})")
+        target = target.bool()
+        n_rel = target.sum(1)
+        has = n_rel > 0
+        self.n_users_without_targets += (~has).sum()
+        vals, idx = topk_ranked(scores.float(), kmax)
+        if self.n_items:
+            for j, k in enumerate(self.ks):
+                self.recommended[j].index_fill_(0, idx[:, :k].flatten(), 1.0)
+        vals, idx, target, n_rel = vals[has], idx[has], target[has], n_rel[has]
+        self.n_users += len(n_rel)
+        if len(n_rel) == 0:
+            return
+        hits = target.gather(1, idx) & (vals > float("-inf"))
+        hits_f = hits.to(torch.float64)
+        ranks = torch.arange(1, kmax + 1, device=scores.device, dtype=torch.float64)
+        disc = 1.0 / torch.log2(ranks + 1)
+        dcg = (hits_f * disc).cumsum(1)
+        idcg = disc.cumsum(0)
+        n_hits = hits_f.cumsum(1)
+        first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1), kmax)  # 0-based
+        n_rel_f = n_rel.to(torch.float64)
+        for j, k in enumerate(self.ks):
+            h = n_hits[:, k - 1]
+            ideal = idcg[torch.clamp(n_rel, max=k) - 1]
+            mrr = torch.where(first < k, 1.0 / (first.to(torch.float64) + 1), 0.0)
+            self.sums[:, j] += torch.stack(
+                [(h / k).sum(), (h / n_rel_f).sum(), (dcg[:, k - 1] / ideal).sum(),
+                 mrr.sum(), (h > 0).to(torch.float64).sum()]
+            )
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {}
+        denom = self.n_users.clamp(min=1).to(torch.float64)
+        for i, name in enumerate(NAMES):
+            for j, k in enumerate(self.ks):
+                out[f"{name}@{k}"] = (self.sums[i, j] / denom).float()
+        if self.n_items:
+            for j, k in enumerate(self.ks):
+                out[f"coverage@{k}"] = (self.recommended[j] > 0).float().mean()
+        return out

@@ -1,0 +1,1 @@
+"""Recommenders: one file per model, all evaluated by `Recommender` in base.py."""

@@ -1,0 +1,156 @@
+"""`Recommender`: the LightningModule every model extends; it owns evaluation.
+
+Subclasses implement `score(users, history) -> (B, n_items)`. Validation, test and predict
+steps mask the user's known items (-inf) and feed one `RankingMetrics`, so every model is
+measured by the same code. `ClosedForm` adds one-pass fitting with an optional
+hyper-parameter grid chosen on the validation split (never on the test split).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+
+import scipy.sparse as sp
+import torch
+from lightning import LightningModule
+
+from advrec.errors import AdvrecError
+from advrec.metrics import RankingMetrics, topk_ranked
+
+log = logging.getLogger(__name__)
+
+
+class Recommender(LightningModule):
+    """Shared full-ranking evaluation; `rows` says whether training rows are users or items."""
+
+    rows = "users"
+
+    def __init__(self, n_users: int, n_items: int, ks: Sequence[int] = (5, 10, 20)):
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.ks = sorted(int(k) for k in ks)
+        self.val_metrics = RankingMetrics(self.ks, n_items=n_items)
+        self.test_metrics = RankingMetrics(self.ks, n_items=n_items)
+        self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
+
+    def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Scores (B, n_items) for `users` given their dense `history` (B, n_items)."""
+        raise NotImplementedError
+
+    def masked_scores(self, batch: dict) -> torch.Tensor:
+        scores = self.score(batch["users"], batch["history"]).float()
+        return scores.masked_fill(batch["history"] > 0, float("-inf"))
+
+    # -- evaluation through the Trainer ----------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_metrics.update(self.masked_scores(batch), batch["target"])
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.test_metrics.update(self.masked_scores(batch), batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def _log_metrics(self, stage: str, metric: RankingMetrics) -> None:
+        values = metric.compute()  # already reduced across processes
+        values["n_users"] = metric.n_users.float()
+        values["n_users_without_targets"] = metric.n_users_without_targets.float()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
+        metric.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int, k: int = 20) -> dict:
+        vals, idx = topk_ranked(self.masked_scores(batch), k)
+        return {"users": batch["users"], "items": idx, "scores": vals}
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        """Metrics over `loader` outside the Trainer loops (used for grid selection)."""
+        metric = RankingMetrics(self.ks).to(self.device)
+        for batch in loader:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            metric.update(self.masked_scores(batch), batch["target"])
+        return {k: float(v) for k, v in metric.compute().items()}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["advrec_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.run_config = checkpoint.get("advrec_config")
+
+
+class ClosedForm(Recommender):
+    """A model fitted in one pass on the training matrix (no optimiser).
+
+    `search` maps hyper-parameter names to candidate lists; every combination is fitted on
+    train and scored on the validation split by `select_by` (e.g. `val/ndcg@10`), the best one
+    is kept and recorded in `selection`. `refit(matrix)` fits the chosen one again (on train +
+    validation under the validated protocol).
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        ks: Sequence[int] = (5, 10, 20),
+        search: dict | None = None,
+        select_by: str | None = "val/ndcg@10",
+    ):
+        super().__init__(n_users, n_items, ks)
+        self.automatic_optimization = False
+        self.search = {k: list(v) for k, v in (search or {}).items()}
+        self.select_by = select_by
+        self.selection: list[dict] = []
+
+    def fit_matrix(self, matrix: sp.csr_matrix) -> None:
+        """Fit the model's state on `matrix` (users x items) with the current hparams."""
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        return None
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        return None
+
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        train = dm.train_matrix
+        if self.search:
+            self._select(train, dm)
+        self.fit_matrix(train)
+
+    def refit(self, matrix: sp.csr_matrix) -> None:
+        self.fit_matrix(matrix)
+
+    def _select(self, train: sp.csr_matrix, dm) -> None:
+        if dm.val_matrix is None or not self.select_by:
+            raise AdvrecError(
+                f"model.search={self.search} needs a validation split to choose on; use "
+                "protocol=validated (or drop model.search and fix the value)."
+            )
+        unknown = [k for k in self.search if k not in self.hparams]
+        if unknown:
+            raise AdvrecError(
+                f"model.search names {unknown}, which {type(self).__name__} does not have; "
+                f"its hyper-parameters: {sorted(self.hparams)}"
+            )
+        metric = self.select_by.removeprefix("val/")
+        names = list(self.search)
+        best = None
+        for values in itertools.product(*self.search.values()):
+            params = dict(zip(names, values))
+            self.hparams.update(params)
+            self.fit_matrix(train)
+            result = self.evaluate(dm.val_dataloader())
+            if metric not in result:
+                raise AdvrecError(f"select_by={self.select_by!r}: no such metric; {list(result)}")
+            self.selection.append({**params, self.select_by: result[metric]})
+            log.info("search %s -> %s = %.4f", params, self.select_by, result[metric])
+            if best is None or result[metric] > best[1]:
+                best = (params, result[metric])
+        self.hparams.update(best[0])
+        log.info("selected %s (%s = %.4f on validation)", best[0], self.select_by, best[1])

@@ -1,0 +1,39 @@
+"""EASE^R (Steck, WWW 2019): a closed-form item-item model, B = I - P diagMat(1/diag(P))."""
+
+from __future__ import annotations
+
+import scipy.sparse as sp
+import torch
+
+from advrec.models.base import ClosedForm
+
+
+class EASE(ClosedForm):
+    """`lam` is the L2 weight; scores are history @ B with a zero diagonal."""
+
+    def __init__(self, n_users: int, n_items: int, lam: float = 500.0, **kw):
+        super().__init__(n_users, n_items, **kw)
+        self.save_hyperparameters()
+        self.register_buffer("B", torch.zeros(n_items, n_items))
+        self._gram_cache: tuple | None = None
+
+    def _gram(self, matrix: sp.csr_matrix) -> torch.Tensor:
+        key = (id(matrix), matrix.nnz)
+        if self._gram_cache is None or self._gram_cache[0] != key:
+            g = (matrix.T @ matrix).toarray()
+            self._gram_cache = (key, torch.from_numpy(g).to(self.device, torch.float64))
+        return self._gram_cache[1]
+
+    def fit_matrix(self, matrix: sp.csr_matrix) -> None:
+        g = self._gram(matrix).clone()
+        g.diagonal().add_(float(self.hparams.lam))
+        p = torch.cholesky_inverse(torch.linalg.cholesky(g))
+        b = p / (-p.diagonal())
+        b.diagonal().zero_()
+        self.B = b.float()
+
+    def on_fit_end(self) -> None:
+        self._gram_cache = None
+
+    def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        return history @ self.B

@@ -1,0 +1,105 @@
+"""What the entry points share: build the DataModule, model and Trainer from a config; load a
+checkpoint with the config it was trained with."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import get_class, instantiate
+from lightning import Callback, Trainer
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from advrec.data.datamodule import RecDataModule
+from advrec.errors import AdvrecError
+from advrec.models.base import Recommender
+
+log = logging.getLogger(__name__)
+
+
+def model_class(cfg: DictConfig) -> type[Recommender]:
+    target = cfg.model.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        raise AdvrecError(f"model._target_={target!r} cannot be imported: {e}") from None
+    if not issubclass(cls, Recommender):
+        raise AdvrecError(f"model._target_={target!r} is not an advrec Recommender")
+    return cls
+
+
+def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
+    d = cfg.data
+    dm = RecDataModule(
+        source=d.source,
+        split=OmegaConf.to_container(d.split, resolve=True),
+        val_fraction=cfg.protocol.val_fraction,
+        rows=rows,
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        eval_users=d.get("eval_users", "all"),
+        num_workers=d.get("num_workers", 0),
+        seed=cfg.seed,
+        cache_dir=cfg.paths.cache_dir,
+        name=d.name,
+    )
+    dm.setup()
+    return dm
+
+
+def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
+    model_class(cfg)
+    try:
+        model = instantiate(cfg.model, n_users=dm.n_users, n_items=dm.n_items, _convert_="all")
+    except TypeError as e:
+        raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
+    model.run_config = OmegaConf.to_container(cfg, resolve=False)
+    return model
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    out = []
+    for cb in (cfg.get("callbacks") or {}).values():
+        if "monitor" in cb and cb.monitor is None and "EarlyStopping" in cb._target_:
+            continue  # nothing to stop on without validation
+        out.append(instantiate(cb))
+    return out
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    return [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+
+
+def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    tcfg.update(overrides)
+    if "callbacks" not in overrides:
+        tcfg["callbacks"] = build_callbacks(cfg)
+    if "logger" not in overrides:
+        tcfg["logger"] = build_loggers(cfg) or False
+    try:
+        return instantiate(tcfg)
+    except (TypeError, ValueError) as e:
+        raise AdvrecError(f"bad trainer option: {e}") from None
+
+
+def load_checkpoint(ckpt_path: str | Path, paths: DictConfig) -> tuple[Recommender, DictConfig]:
+    """A trained model plus the training config it stored, with today's `paths`."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise AdvrecError(
+            f"checkpoint not found: {path}. advrec-train writes "
+            "<run dir>/checkpoints/final.ckpt; pass ckpt_path=<that file>."
+        )
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    stored = raw.get("advrec_config")
+    if stored is None:
+        raise AdvrecError(f"{path} was not written by advrec-train (no advrec_config inside)")
+    cfg = OmegaConf.create(stored)
+    with open_dict(cfg):
+        cfg.paths = paths
+    model = model_class(cfg).load_from_checkpoint(path, map_location="cpu")
+    model.eval()
+    return model, cfg
