@@ -4,6 +4,7 @@ checkpoint with the config it was trained with."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,6 +18,15 @@ from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
 
 log = logging.getLogger(__name__)
+
+# Noise that says nothing to an advrec user (closed-form models have no optimiser).
+for _msg in (
+    r".*configure_optimizers` returned `None`.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*does not have many workers.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+):
+    warnings.filterwarnings("ignore", message=_msg)
 
 
 def model_class(cfg: DictConfig) -> type[Recommender]:
@@ -72,8 +82,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
 
 
-def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
+def build_trainer(cfg: DictConfig, dm: RecDataModule | None = None, **overrides) -> Trainer:
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if dm is not None and dm.val_matrix is None:
+        tcfg["limit_val_batches"] = 0  # no validation split (protocol=original)
     tcfg.update(overrides)
     if "callbacks" not in overrides:
         tcfg["callbacks"] = build_callbacks(cfg)
@@ -100,6 +112,6 @@ def load_checkpoint(ckpt_path: str | Path, paths: DictConfig) -> tuple[Recommend
     cfg = OmegaConf.create(stored)
     with open_dict(cfg):
         cfg.paths = paths
-    model = model_class(cfg).load_from_checkpoint(path, map_location="cpu")
+    model = model_class(cfg).load_from_checkpoint(path, map_location="cpu", weights_only=False)
     model.eval()
     return model, cfg

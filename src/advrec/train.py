@@ -28,7 +28,7 @@ def train(cfg: DictConfig) -> dict:
     cls = model_class(cfg)
     dm = build_datamodule(cfg, rows=cls.rows)
     model = build_model(cfg, dm)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, dm)
     trainer.fit(model, datamodule=dm)
     selection = list(getattr(model, "selection", []))
 
@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> dict:
     if dm.val_matrix is not None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best and cfg.protocol.monitor:
-            model = cls.load_from_checkpoint(best)
+            model = cls.load_from_checkpoint(best, weights_only=False)
         val = trainer.validate(model, datamodule=dm, verbose=False)[0]
     if cfg.protocol.refit and isinstance(model, ClosedForm):
         model.refit(dm.train_full_matrix)

@@ -59,11 +59,13 @@ class RankingMetrics(Metric):
         super().__init__(**kw)
         self.ks = sorted({int(k) for k in ks})
         self.n_items = n_items
-        self.add_state("sums", torch.zeros(len(NAMES), len(self.ks), dtype=torch.float64),
-                       dist_reduce_fx="sum")
+        self.add_state(
+            "sums", torch.zeros(len(NAMES), len(self.ks), dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("n_users", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("n_users_without_targets", torch.zeros((), dtype=torch.long),
-                       dist_reduce_fx="sum")
+        self.add_state(
+            "n_users_without_targets", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum"
+        )
         if n_items:
             self.add_state("recommended", torch.zeros(len(self.ks), n_items), dist_reduce_fx="sum")
 
@@ -97,8 +99,13 @@ class RankingMetrics(Metric):
             ideal = idcg[torch.clamp(n_rel, max=k) - 1]
             mrr = torch.where(first < k, 1.0 / (first.to(torch.float64) + 1), 0.0)
             self.sums[:, j] += torch.stack(
-                [(h / k).sum(), (h / n_rel_f).sum(), (dcg[:, k - 1] / ideal).sum(),
-                 mrr.sum(), (h > 0).to(torch.float64).sum()]
+                [
+                    (h / k).sum(),
+                    (h / n_rel_f).sum(),
+                    (dcg[:, k - 1] / ideal).sum(),
+                    mrr.sum(),
+                    (h > 0).to(torch.float64).sum(),
+                ]
             )
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -34,6 +34,7 @@ class Recommender(LightningModule):
         self.val_metrics = RankingMetrics(self.ks, n_items=n_items)
         self.test_metrics = RankingMetrics(self.ks, n_items=n_items)
         self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
+        self.predict_k = 20
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Scores (B, n_items) for `users` given their dense `history` (B, n_items)."""
@@ -63,9 +64,14 @@ class Recommender(LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
         metric.reset()
 
-    def predict_step(self, batch: dict, batch_idx: int, k: int = 20) -> dict:
+    @torch.no_grad()
+    def recommend(self, batch: dict, k: int) -> dict:
+        """Top-k unseen items per user, ranked exactly as the metrics rank them."""
         vals, idx = topk_ranked(self.masked_scores(batch), k)
         return {"users": batch["users"], "items": idx, "scores": vals}
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self.recommend(batch, self.predict_k)
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
@@ -142,7 +148,7 @@ class ClosedForm(Recommender):
         names = list(self.search)
         best = None
         for values in itertools.product(*self.search.values()):
-            params = dict(zip(names, values))
+            params = dict(zip(names, values, strict=True))
             self.hparams.update(params)
             self.fit_matrix(train)
             result = self.evaluate(dm.val_dataloader())

@@ -14,8 +14,13 @@ class ItemKNN(ClosedForm):
     similar items; score(u, j) = sum over the user's items i of sim(i, j)."""
 
     def __init__(
-        self, n_users: int, n_items: int, topk: int = 100, shrink: float = 10.0,
-        block_size: int = 2048, **kw,
+        self,
+        n_users: int,
+        n_items: int,
+        topk: int = 100,
+        shrink: float = 10.0,
+        block_size: int = 2048,
+        **kw,
     ):
         super().__init__(n_users, n_items, **kw)
         self.save_hyperparameters()

@@ -1,0 +1,61 @@
+"""advrec-eval: evaluate a checkpoint again on the split it was trained with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from lightning import Trainer
+from omegaconf import DictConfig
+
+from advrec.config import CONF_DIR
+from advrec.errors import AdvrecError
+from advrec.pipeline import build_datamodule, load_checkpoint
+from advrec.utils.console import console, metrics_table, user_errors
+from advrec.utils.io import write_json
+
+
+@user_errors
+def evaluate(cfg: DictConfig) -> dict:
+    """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json."""
+    if cfg.split not in ("test", "val"):
+        raise AdvrecError(f"split={cfg.split!r}: choose test or val")
+    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths)
+    dm = build_datamodule(run_cfg, rows=model.rows)
+    trainer = Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=cfg.paths.output_dir,
+    )
+    if cfg.split == "val":
+        if dm.val_matrix is None:
+            raise AdvrecError(
+                "this run has no validation split (protocol=original); use split=test"
+            )
+        result = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    else:
+        result = trainer.test(model, datamodule=dm, verbose=False)[0]
+    metrics = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "data": run_cfg.data.name,
+        "protocol": run_cfg.protocol.name,
+        "optimistic": bool(run_cfg.protocol.optimistic),
+        **{k: float(v) for k, v in sorted(result.items())},
+    }
+    if trainer.is_global_zero:
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        console.print(metrics_table(metrics, model.ks, f"{type(model).__name__}: {cfg.ckpt_path}"))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
