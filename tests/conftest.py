@@ -1,0 +1,42 @@
+"""Shared fixtures: no network, no W&B account, no real data unless ADVREC_DATA_DIR has it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("ADVREC_DATA_DIR", REPO / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(base / "wandb"))
+    monkeypatch.setenv("ADVREC_CACHE_DIR", str(base / "cache"))
+
+
+def needs_data(*parts: str):
+    """Skip (with the reason shown) when a licensed dataset is not under ADVREC_DATA_DIR."""
+    path = DATA_DIR.joinpath(*parts)
+    return pytest.mark.skipif(
+        not path.exists(), reason=f"real data not found: {path} (set ADVREC_DATA_DIR)"
+    )
+
+
+def run_cli(module: str, *overrides: str, cwd: Path, env: dict | None = None, check=True):
+    """Run an entry point (python -m advrec.<module>) the way a user does."""
+    full_env = {**os.environ, **(env or {}), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"advrec.{module}", *overrides],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

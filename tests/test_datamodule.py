@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from advrec.data.datamodule import RecDataModule, UnrepeatedDistributedSampler, dense_rows
+from advrec.data.sources import Synthetic
+
+
+@pytest.fixture(scope="module")
+def dm():
+    m = RecDataModule(
+        source=Synthetic(n_users=120, n_items=60, n_interactions=2400, seed=0),
+        split={"method": "random_holdout", "test_fraction": 0.2},
+        val_fraction=0.1, batch_size=32, eval_batch_size=50, seed=0,
+    )
+    m.setup()
+    return m
+
+
+def test_train_batches_are_dense_rows_of_train(dm):
+    batch = next(iter(dm.train_dataloader()))
+    rows = batch["rows"].numpy()
+    assert batch["x"].shape == (32, dm.n_items)
+    assert torch.equal(batch["x"], torch.from_numpy(dm.train_matrix[rows].toarray()))
+
+
+def test_item_rows(dm):
+    dm.rows = "items"
+    try:
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["x"].shape == (32, dm.n_users)
+    finally:
+        dm.rows = "users"
+
+
+def test_eval_history_is_train_for_val_and_train_plus_val_for_test(dm):
+    v = next(iter(dm.val_dataloader()))
+    t = next(iter(dm.test_dataloader()))
+    u = v["users"].numpy()
+    assert torch.equal(v["history"], dense_rows(dm.train_matrix, u))
+    assert torch.equal(v["target"], dense_rows(dm.val_matrix, u) > 0)
+    u = t["users"].numpy()
+    assert torch.equal(t["history"], dense_rows(dm.train_full_matrix, u))
+    assert not (t["history"].bool() & t["target"]).any()
+
+
+def test_every_user_evaluated_once(dm):
+    seen = torch.cat([b["users"] for b in dm.test_dataloader()])
+    assert sorted(seen.tolist()) == list(range(dm.n_users))
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (7, 2), (2, 4), (1000, 7)])
+def test_unrepeated_sampler_partitions_exactly(n, world):
+    shards = [list(UnrepeatedDistributedSampler(n, world, r)) for r in range(world)]
+    flat = sorted(i for s in shards for i in s)
+    assert flat == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_dense_rows_never_densifies_the_matrix(dm):
+    out = dense_rows(dm.train_matrix, np.array([3, 1]))
+    assert out.shape == (2, dm.n_items)
+    assert out.sum() == dm.train_matrix[[3, 1]].sum()
