@@ -11,7 +11,10 @@ def dm():
     m = RecDataModule(
         source=Synthetic(n_users=120, n_items=60, n_interactions=2400, seed=0),
         split={"method": "random_holdout", "test_fraction": 0.2},
-        val_fraction=0.1, batch_size=32, eval_batch_size=50, seed=0,
+        val_fraction=0.1,
+        batch_size=32,
+        eval_batch_size=50,
+        seed=0,
     )
     m.setup()
     return m

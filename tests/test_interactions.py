@@ -38,9 +38,7 @@ def test_non_numeric_or_nan_ratings_are_refused(bad):
 )
 def test_duplicates_follow_policy_and_are_counted(policy, expected_time):
     df = frame(user=[1, 1, 1, 2], item=[7, 7, 7, 7], rating=[1, 5, 3, 4], time=[10, 30, 20, 5])
-    data = Interactions.from_frame(
-        df, rating_col="rating", time_col="time", duplicates=policy
-    )
+    data = Interactions.from_frame(df, rating_col="rating", time_col="time", duplicates=policy)
     assert data.stats["n_duplicates"] == 2
     assert data.nnz == 2
     assert data.timestamps[0] == expected_time

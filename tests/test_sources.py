@@ -44,7 +44,9 @@ def test_movielens_1m_double_colon_latin1(tmp_path):
     folder.mkdir()
     (folder / "ratings.dat").write_text("1::1193::5::978300760\n2::661::3::978302109\n")
     (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
-    (folder / "movies.dat").write_bytes("1193::Caf\xe9 (1975)::Drama\n661::X::Y\n".encode("latin-1"))
+    (folder / "movies.dat").write_bytes(
+        "1193::Caf\xe9 (1975)::Drama\n661::X::Y\n".encode("latin-1")
+    )
     data = MovieLens("1m", data_dir=tmp_path, download=False).load()
     assert list(data.user_ids) == [1, 2] and list(data.item_ids) == [661, 1193]
     assert data.user_features["gender"].tolist() == ["F", "M"]
@@ -69,7 +71,9 @@ def test_files_source_with_string_ids_and_column_mapping(tmp_path):
 def test_files_source_missing_column(tmp_path):
     path = tmp_path / "log.tsv"
     path.write_text("u\ti\nann\tA\n")
-    with pytest.raises(AdvrecError, match=r"column\(s\) \['user', 'item'\] not found.*\['u', 'i'\]"):
+    with pytest.raises(
+        AdvrecError, match=r"column\(s\) \['user', 'item'\] not found.*\['u', 'i'\]"
+    ):
         Files(path).load()
 
 
@@ -134,7 +138,9 @@ def test_movielens_source_downloads_when_missing(tmp_path, monkeypatch):
     md5 = make_zip(z, {"ml-100k/u.data": U_DATA})
     from advrec.data import download
 
-    monkeypatch.setitem(download.MOVIELENS, "100k", Archive("https://x.invalid/a.zip", md5, "ml-100k"))
+    monkeypatch.setitem(
+        download.MOVIELENS, "100k", Archive("https://x.invalid/a.zip", md5, "ml-100k")
+    )
     src = MovieLens("100k", data_dir=tmp_path / "d", download=True, downloader=local_downloader(z))
     assert src.load().nnz == 4
 

@@ -65,8 +65,9 @@ def test_temporal_without_timestamps_is_a_clear_error():
 
 
 def test_predefined_keeps_file_folds_and_carves_validation_from_train():
-    df = pd.DataFrame({"user": [1, 1, 1, 2, 2, 2], "item": [1, 2, 3, 1, 2, 3],
-                       "fold": [0, 0, 2, 0, 0, 2]})
+    df = pd.DataFrame(
+        {"user": [1, 1, 1, 2, 2, 2], "item": [1, 2, 3, 1, 2, 3], "fold": [0, 0, 2, 0, 0, 2]}
+    )
     d = Interactions.from_frame(df, fold_col="fold")
     s = make_split(d, "predefined", val_fraction=0.5, seed=0)
     assert np.array_equal(s.folds == 2, d.folds == 2)

@@ -4,10 +4,10 @@ checkpoint with the config it was trained with."""
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning import Callback, Trainer
 from lightning.pytorch.loggers import Logger
@@ -18,15 +18,6 @@ from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
 
 log = logging.getLogger(__name__)
-
-# Noise that says nothing to an advrec user (closed-form models have no optimiser).
-for _msg in (
-    r".*configure_optimizers` returned `None`.*",
-    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
-    r".*does not have many workers.*",
-    r".*The number of training batches .* is smaller than the logging interval.*",
-):
-    warnings.filterwarnings("ignore", message=_msg)
 
 
 def model_class(cfg: DictConfig) -> type[Recommender]:
@@ -61,9 +52,14 @@ def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
 
 def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
     model_class(cfg)
+    if max(cfg.ks) > dm.n_items:
+        raise AdvrecError(
+            f"ks={list(cfg.ks)} exceeds the catalogue ({dm.n_items} items); "
+            f"use smaller cut-offs, e.g. ks=[1,5]"
+        )
     try:
         model = instantiate(cfg.model, n_users=dm.n_users, n_items=dm.n_items, _convert_="all")
-    except TypeError as e:
+    except (TypeError, InstantiationException) as e:
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
     return model
@@ -93,7 +89,7 @@ def build_trainer(cfg: DictConfig, dm: RecDataModule | None = None, **overrides)
         tcfg["logger"] = build_loggers(cfg) or False
     try:
         return instantiate(tcfg)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, InstantiationException) as e:
         raise AdvrecError(f"bad trainer option: {e}") from None
 
 

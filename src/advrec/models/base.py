@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections.abc import Sequence
 
 import scipy.sparse as sp
@@ -20,6 +21,15 @@ from advrec.errors import AdvrecError
 from advrec.metrics import RankingMetrics, topk_ranked
 
 log = logging.getLogger(__name__)
+
+# Noise that says nothing to an advrec user (closed-form models have no optimiser).
+for _msg in (
+    r".*configure_optimizers` returned `None`.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*does not have many workers.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+):
+    warnings.filterwarnings("ignore", message=_msg)
 
 
 class Recommender(LightningModule):

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
@@ -42,15 +43,29 @@ def metrics_table(metrics: dict, ks, title: str) -> Table:
     return table
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Refuse a config with `???` values before any work starts."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hint = " ".join(f"{k}=..." for k in missing)
+        raise AdvrecError(f"config value(s) {missing} must be set; add {hint} to the command")
+
+
 def user_errors(fn):
-    """Turn `AdvrecError` into one clear line on stderr and exit status 2 (no traceback)."""
+    """Turn user mistakes into one clear line on stderr and exit status 2 (no traceback)."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(cfg, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            check_config(cfg)
+            return fn(cfg, *args, **kwargs)
         except AdvrecError as e:
-            print(f"advrec: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            message = str(e)
+        except MissingMandatoryValue as e:
+            message = f"config value {e.full_key} must be set; add {e.full_key}=... to the command"
+        except OmegaConfBaseException as e:
+            message = f"bad config at {e.full_key or '?'}: {e.msg}"
+        print(f"advrec: error: {message}", file=sys.stderr)
+        sys.exit(2)
 
     return wrapper

@@ -1,0 +1,253 @@
+"""End-to-end runs through the real Hydra entry points, on tiny hand-made files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+from tests.reference import score_lists
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A predefined train/test pair with string ids; user u49 has no test item."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(50):
+        for i in rng.choice(40, size=rng.integers(4, 12), replace=False):
+            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6))))
+    df = pd.DataFrame(rows, columns=["user", "item", "rating"]).drop_duplicates(["user", "item"])
+    is_test = rng.random(len(df)) < 0.25
+    is_test &= df["user"].to_numpy() != "u49"
+    df[~is_test].to_csv(root / "t.train", sep=" ", header=False, index=False)
+    df[is_test].to_csv(root / "t.test", sep=" ", header=False, index=False)
+    return root, df[is_test]
+
+
+def data_args(root: Path) -> list[str]:
+    return [
+        "data=cfgan_ml100k",
+        "data.name=tiny",
+        f"data.source.train={root / 't.train'}",
+        f"data.source.test={root / 't.test'}",
+        "logger=csv",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    root, _ = tiny
+    run = tmp_path_factory.mktemp("run")
+    proc = run_cli(
+        "train",
+        *data_args(root),
+        "model=ease",
+        "model.search={lam:[1,10,100]}",
+        f"hydra.run.dir={run}",
+        cwd=run,
+    )
+    return run, json.loads((run / "metrics.json").read_text()), proc
+
+
+def test_train_writes_metrics_json(trained, tiny):
+    run, m, proc = trained
+    n_test_users = tiny[1]["user"].nunique()
+    for stage in ("val", "test"):
+        for name in ("precision", "recall", "ndcg", "mrr", "hit", "coverage"):
+            for k in (5, 10, 20):
+                assert 0.0 <= m[f"{stage}/{name}@{k}"] <= 1.0
+    assert m["protocol"] == "validated" and m["optimistic"] is False
+    assert m["seed"] == 42 and m["wall_time_s"] > 0
+    assert m["dataset"]["n_users"] == 50 and m["dataset"]["n_test"] > 0
+    assert [row["lam"] for row in m["selection"]] == [1, 10, 100]
+    assert m["hparams"]["lam"] in (1, 10, 100)
+    # users without a test item (u49 at least) are left out of the means, and counted
+    assert m["test/n_users_without_targets"] == 50 - n_test_users >= 1
+    assert m["test/n_users"] == n_test_users
+    assert Path(m["checkpoint"]).is_file()
+    assert "test @20" in proc.stdout and "ndcg" in proc.stdout  # the final table
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+def test_eval_reproduces_the_test_metrics(trained, tmp_path):
+    run, m, _ = trained
+    run_cli("eval", f"ckpt_path={m['checkpoint']}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    for key, val in m.items():
+        if key.startswith("test/"):
+            assert again[key] == pytest.approx(val, abs=1e-7), key
+
+
+def test_recommend_scored_independently_matches_train(trained, tiny, tmp_path):
+    run, m, _ = trained
+    root, test_df = tiny
+    out = tmp_path / "recs.csv"
+    run_cli(
+        "recommend",
+        f"ckpt_path={m['checkpoint']}",
+        "k=20",
+        f"output={out}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+    )
+    recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+    assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
+    train = pd.read_csv(root / "t.train", sep=" ", header=None, names=["u", "i", "r"])
+    seen = set(zip(train.u, train.i, strict=True))
+    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True))
+    lists = {u: g.sort_values("rank").item_id.tolist() for u, g in recs.groupby("user_id")}
+    truth = {u: set(g.item) for u, g in test_df.groupby("user")}
+    for k in (5, 10, 20):
+        for name, val in score_lists(lists, truth, k).items():
+            assert m[f"test/{name}"] == pytest.approx(val, abs=1e-6), name
+
+
+def test_recommend_for_listed_users(trained, tmp_path):
+    _, m, _ = trained
+    out = tmp_path / "some.csv"
+    run_cli(
+        "recommend",
+        f"ckpt_path={m['checkpoint']}",
+        "k=3",
+        f"output={out}",
+        "users=[u3,u7]",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+    )
+    recs = pd.read_csv(out)
+    assert sorted(set(recs.user_id)) == ["u3", "u7"] and len(recs) == 6
+
+
+def test_original_protocol_is_flagged_optimistic(tiny, tmp_path):
+    root, _ = tiny
+    run_cli(
+        "train",
+        *data_args(root),
+        "model=pop",
+        "protocol=original",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["optimistic"] is True and not any(k.startswith("val/") for k in m)
+
+
+@pytest.mark.parametrize("model", ["itemknn", "pop"])
+def test_other_models_run_on_synthetic(model, tmp_path):
+    run_cli(
+        "train",
+        "data=synthetic",
+        f"model={model}",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["test/ndcg@10"] > 0
+
+
+def test_wandb_offline_writes_a_local_run(tiny, tmp_path):
+    root, _ = tiny
+    run_cli(
+        "train",
+        *data_args(root),
+        "model=pop",
+        "logger=default",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+# -- user errors: one clear message, exit 2 (Hydra's own: exit 1), no traceback, no output --
+def assert_clean_failure(proc, *needles, code=2):
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "group,name,choices", [("model", "easy", "ease"), ("data", "ml99k", "ml100k")]
+)
+def test_unknown_choice_lists_the_options(group, name, choices, tmp_path):
+    proc = run_cli("train", f"{group}={name}", cwd=tmp_path, check=False)
+    assert_clean_failure(proc, f"Could not find '{group}/{name}'", choices, code=1)
+
+
+def test_missing_data_file(tmp_path):
+    proc = run_cli(
+        "train",
+        "data=cfgan_ml100k",
+        f"paths.data_dir={tmp_path / 'none'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert_clean_failure(proc, "data file not found", str(tmp_path / "none"), "ADVREC_DATA_DIR")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_bad_column_in_own_file(tmp_path):
+    (tmp_path / "log.csv").write_text("customer,sku\na,x\nb,y\n")
+    proc = run_cli(
+        "train",
+        "data=files",
+        f"data.source.path={tmp_path / 'log.csv'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert_clean_failure(proc, "not found", "['customer', 'sku']", "data.source.columns")
+
+
+def test_missing_mandatory_value(tmp_path):
+    proc = run_cli(
+        "train", "data=files", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False
+    )
+    assert_clean_failure(proc, "data.source.path=...")
+
+
+def test_unknown_model_option(tmp_path):
+    proc = run_cli(
+        "train",
+        "data=synthetic",
+        "+model.lamda=3",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert_clean_failure(proc, "bad model option", "lamda")
+
+
+def test_recommend_unknown_user_writes_nothing(trained, tmp_path):
+    _, m, _ = trained
+    out = tmp_path / "recs.csv"
+    proc = run_cli(
+        "recommend",
+        f"ckpt_path={m['checkpoint']}",
+        f"output={out}",
+        "users=[nobody]",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert_clean_failure(proc, "not in the training data", "nobody")
+    assert not out.exists()
+
+
+def test_eval_missing_checkpoint(tmp_path):
+    proc = run_cli(
+        "eval",
+        f"ckpt_path={tmp_path / 'x.ckpt'}",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert_clean_failure(proc, "checkpoint not found")

@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from lightning import Trainer
+
+from advrec.data.datamodule import RecDataModule
+from advrec.data.sources import Synthetic
+from advrec.errors import AdvrecError
+from advrec.models.ease import EASE
+from advrec.models.itemknn import ItemKNN
+from advrec.models.pop import TopPop
+
+
+@pytest.fixture(scope="module")
+def X():
+    return Synthetic(n_users=80, n_items=40, n_interactions=900, seed=5).load().matrix
+
+
+def test_toppop_counts(X):
+    m = TopPop(X.shape[0], X.shape[1])
+    m.fit_matrix(X)
+    s = m.score(torch.arange(2), torch.zeros(2, X.shape[1]))
+    assert np.allclose(s[0].numpy(), np.asarray(X.sum(0)).ravel())
+
+
+def test_ease_matches_closed_form(X):
+    lam = 7.0
+    m = EASE(X.shape[0], X.shape[1], lam=lam)
+    m.fit_matrix(X)
+    G = (X.T @ X).toarray().astype(np.float64) + lam * np.eye(X.shape[1])
+    P = np.linalg.inv(G)
+    B = -P / np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    assert np.allclose(m.B.numpy(), B, atol=1e-5)
+    h = torch.from_numpy(X[:3].toarray())
+    assert torch.allclose(m.score(torch.arange(3), h), h @ torch.from_numpy(B).float(), atol=1e-5)
+
+
+def test_itemknn_matches_dense_cosine_with_shrink(X):
+    k, shrink = 5, 3.0
+    m = ItemKNN(X.shape[0], X.shape[1], topk=k, shrink=shrink, block_size=7)
+    m.fit_matrix(X)
+    D = X.toarray().astype(np.float64)
+    co = D.T @ D
+    norms = np.sqrt(np.diag(co))
+    sim = co / (np.outer(norms, norms) + shrink + 1e-12)
+    np.fill_diagonal(sim, 0.0)
+    keep = np.zeros_like(sim)
+    for j in range(sim.shape[1]):  # top-k neighbours of each target item j
+        top = np.argsort(-sim[:, j], kind="stable")[:k]
+        keep[top, j] = sim[top, j]
+    h = D[:4]
+    got = m.score(torch.arange(4), torch.from_numpy(h).float()).numpy()
+    assert np.allclose(got, h @ keep, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dm():
+    d = RecDataModule(
+        source=Synthetic(n_users=200, n_items=80, n_interactions=3000, seed=1),
+        split={"method": "random_holdout", "test_fraction": 0.2},
+        val_fraction=0.15,
+        seed=0,
+    )
+    d.setup()
+    return d
+
+
+def fit(model, dm):
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def test_search_picks_the_best_validation_candidate(dm):
+    grid = [1.0, 30.0, 3000.0]
+    model = EASE(dm.n_users, dm.n_items, search={"lam": grid}, select_by="val/ndcg@10")
+    fit(model, dm)
+    scores = [row["val/ndcg@10"] for row in model.selection]
+    assert [row["lam"] for row in model.selection] == grid
+    assert model.hparams.lam == grid[int(np.argmax(scores))]
+    # the reported candidate score is what the Trainer's validation loop measures too
+    again = EASE(dm.n_users, dm.n_items, lam=model.hparams.lam)
+    again.fit_matrix(dm.train_matrix)
+    assert again.evaluate(dm.val_dataloader())["ndcg@10"] == pytest.approx(max(scores))
+
+
+def test_search_needs_validation():
+    d = RecDataModule(
+        source=Synthetic(n_users=50, n_items=30, n_interactions=500),
+        split={"method": "random_holdout"},
+        val_fraction=0.0,
+    )
+    d.setup()
+    with pytest.raises(AdvrecError, match="needs a validation split"):
+        fit(EASE(d.n_users, d.n_items, search={"lam": [1, 2]}), d)
+
+
+def test_search_unknown_hparam(dm):
+    with pytest.raises(AdvrecError, match="does not have"):
+        fit(EASE(dm.n_users, dm.n_items, search={"lamda": [1, 2]}), dm)
+
+
+@pytest.mark.parametrize("cls,kw", [(EASE, {"lam": 10.0}), (ItemKNN, {"topk": 7}), (TopPop, {})])
+def test_checkpoint_roundtrip_gives_same_scores(dm, tmp_path, cls, kw):
+    model = cls(dm.n_users, dm.n_items, **kw)
+    trainer = fit(model, dm)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = cls.load_from_checkpoint(path, weights_only=False)
+    h = torch.from_numpy(dm.train_matrix[:5].toarray())
+    assert torch.allclose(model.score(torch.arange(5), h), loaded.score(torch.arange(5), h))
+
+
+def test_itemknn_selected_topk_survives_checkpoint(dm, tmp_path):
+    model = ItemKNN(dm.n_users, dm.n_items, search={"topk": [3, 9]}, select_by="val/ndcg@10")
+    trainer = fit(model, dm)
+    trainer.save_checkpoint(tmp_path / "k.ckpt")
+    loaded = ItemKNN.load_from_checkpoint(tmp_path / "k.ckpt", weights_only=False)
+    assert loaded.nbr_idx.shape[1] == model.hparams.topk
+
+
+def test_masked_scores_hide_history():
+    m = TopPop(2, 4)
+    m.fit_matrix(sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0]], np.float32)))
+    batch = {"users": torch.tensor([0]), "history": torch.tensor([[1.0, 0, 0, 0]])}
+    assert m.masked_scores(batch)[0, 0] == float("-inf")
+    rec = m.recommend(batch, 2)
+    assert rec["items"].tolist() == [[1, 2]]
