@@ -110,3 +110,24 @@ def test_matches_independent_numpy_scorer():
     for k in (5, 20):
         for name, val in score_lists(recs, truth, k).items():
             assert float(got[name]) == pytest.approx(val, abs=1e-6), name
+
+
+def test_k_equal_to_catalogue_size():
+    vals, idx = topk_ranked(torch.tensor([[0.2, 0.9, 0.2]]), 3)
+    assert idx.tolist() == [[1, 0, 2]]
+
+
+def test_equals_torchmetrics_retrieval_on_positive_scores():
+    from torchmetrics.retrieval import RetrievalNormalizedDCG, RetrievalRecall
+
+    g = torch.Generator().manual_seed(4)
+    scores = torch.rand(40, 50, generator=g) + 0.01
+    target = torch.rand(40, 50, generator=g) < 0.1
+    ours = RankingMetrics((10,))
+    ours.update(scores, target)
+    got = ours.compute()
+    idx = torch.arange(40).repeat_interleave(50)
+    for cls, name in ((RetrievalNormalizedDCG, "ndcg@10"), (RetrievalRecall, "recall@10")):
+        ref = cls(top_k=10, empty_target_action="skip")
+        ref.update(scores.flatten(), target.flatten(), indexes=idx)
+        assert float(got[name]) == pytest.approx(float(ref.compute()), abs=1e-6)

@@ -21,22 +21,22 @@ def topk_ranked(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     """Top-k (values, indices) per row, ordered by score desc, then item index asc.
 
     `torch.topk` alone leaves ties in an unspecified order and may pick any of the tied items
-    at the k-th position; rows with such ties are re-selected exactly, the rest stay on the
-    fast path.
+    at the k-th position. Taking k+1 values shows which rows have a tie across the cut (the
+    (k+1)-th value equals the k-th); only those rows are re-selected exactly.
     """
-    vals, idx = torch.topk(scores, k, dim=1)
-    kth = vals[:, -1:]
-    n_eq_in = (vals == kth).sum(1)
-    n_eq_all = (scores == kth).sum(1)
-    bad = torch.nonzero(n_eq_all > n_eq_in).flatten()
-    if len(bad):
-        sub = scores[bad]
-        t = kth[bad]
-        eq = sub == t
-        room = k - (sub > t).sum(1, keepdim=True)
-        chosen = (sub > t) | (eq & (eq.cumsum(1) <= room))
-        idx[bad] = chosen.nonzero()[:, 1].view(-1, k)
-        vals[bad] = sub.gather(1, idx[bad])
+    n = scores.shape[1]
+    vals, idx = torch.topk(scores, min(k + 1, n), dim=1)
+    if n > k:
+        bad = torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten()
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+        if len(bad):
+            sub = scores[bad]
+            t = vals[bad, k - 1 :]
+            eq = sub == t
+            room = k - (sub > t).sum(1, keepdim=True)
+            chosen = (sub > t) | (eq & (eq.cumsum(1) <= room))
+            idx[bad] = chosen.nonzero()[:, 1].view(-1, k)
+            vals[bad] = sub.gather(1, idx[bad])
     # stable order: by index, then by value descending (stable keeps index order in ties)
     idx, perm = idx.sort(dim=1)
     vals = vals.gather(1, perm)
