@@ -64,10 +64,17 @@ def child(which: str, n_users: int, n_items: int, k: int, repeats: int) -> None:
         t = time.perf_counter()
         values = fn(scores, target, k)
         times.append(time.perf_counter() - t)
-    print(json.dumps({
-        "values": values, "seconds_best": min(times), "seconds_all": times,
-        "peak_rss_mib": rss_mib(), "peak_rss_over_inputs_mib": rss_mib() - base,
-    }))
+    print(
+        json.dumps(
+            {
+                "values": values,
+                "seconds_best": min(times),
+                "seconds_all": times,
+                "peak_rss_mib": rss_mib(),
+                "peak_rss_over_inputs_mib": rss_mib() - base,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -82,18 +89,43 @@ def main() -> None:
         return child(a.child, a.users, a.items, a.k, a.repeats)
     res = {}
     for which, reps in (("advrec", a.repeats), ("torchmetrics", 1)):
-        cmd = [sys.executable, __file__, "--child", which, "--users", str(a.users),
-               "--items", str(a.items), "--k", str(a.k), "--repeats", str(reps)]
-        res[which] = json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                               text=True).stdout.strip().splitlines()[-1])
-    diff = {m: abs(res["advrec"]["values"][m] - res["torchmetrics"]["values"][m])
-            for m in ("ndcg", "recall")}
-    print(json.dumps({
-        "shape": [a.users, a.items], "k": a.k,
-        "advrec": res["advrec"], "torchmetrics": res["torchmetrics"],
-        "max_abs_diff": max(diff.values()), "equal_to_1e-6": max(diff.values()) <= 1e-6,
-        "speedup": res["torchmetrics"]["seconds_best"] / res["advrec"]["seconds_best"],
-    }, indent=2))
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            which,
+            "--users",
+            str(a.users),
+            "--items",
+            str(a.items),
+            "--k",
+            str(a.k),
+            "--repeats",
+            str(reps),
+        ]
+        res[which] = json.loads(
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+    diff = {
+        m: abs(res["advrec"]["values"][m] - res["torchmetrics"]["values"][m])
+        for m in ("ndcg", "recall")
+    }
+    print(
+        json.dumps(
+            {
+                "shape": [a.users, a.items],
+                "k": a.k,
+                "advrec": res["advrec"],
+                "torchmetrics": res["torchmetrics"],
+                "max_abs_diff": max(diff.values()),
+                "equal_to_1e-6": max(diff.values()) <= 1e-6,
+                "speedup": res["torchmetrics"]["seconds_best"] / res["advrec"]["seconds_best"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,14 @@ def test_ease_validated_and_recommendations_score_the_same(tmp_path):
     assert m["test/ndcg@20"] >= 0.433
     assert m["optimistic"] is False and len(m["selection"]) > 1
     out = tmp_path / "recs.csv"
-    run_cli("recommend", f"ckpt_path={m['checkpoint']}", "k=20", f"output={out}",
-            f"hydra.run.dir={tmp_path / 'rec'}", cwd=tmp_path)
+    run_cli(
+        "recommend",
+        f"ckpt_path={m['checkpoint']}",
+        "k=20",
+        f"output={out}",
+        f"hydra.run.dir={tmp_path / 'rec'}",
+        cwd=tmp_path,
+    )
     recs = pd.read_csv(out)
     lists = {u: g.sort_values("rank").item_id.tolist() for u, g in recs.groupby("user_id")}
     test = pd.read_csv(DATA_DIR / "cfgan-splits/ML100K/ML100K.test", sep=r"\s+", header=None)

@@ -43,7 +43,7 @@ def train(cfg: DictConfig) -> dict:
     test = trainer.test(model, datamodule=dm, verbose=False)[0]
     out_dir = Path(cfg.paths.output_dir)
     final = out_dir / "checkpoints" / "final.ckpt"
-    trainer.save_checkpoint(final)
+    trainer.save_checkpoint(final, weights_only=False)
 
     metrics = {
         "model": cls.__name__,
