@@ -91,7 +91,7 @@ def test_search_picks_the_best_validation_candidate(dm):
     # the reported candidate score is what the Trainer's validation loop measures too
     again = EASE(dm.n_users, dm.n_items, lam=model.hparams.lam)
     again.fit_matrix(dm.train_matrix)
-    assert again.evaluate(dm.val_dataloader())["ndcg@10"] == pytest.approx(max(scores))
+    assert again.evaluate(dm, "val")["ndcg@10"] == pytest.approx(max(scores))
 
 
 def test_search_needs_validation():

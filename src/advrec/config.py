@@ -1,14 +1,16 @@
-"""Where the Hydra configs live: inside the wheel (advrec/conf) or the source checkout."""
+"""Where the Hydra configs live: the source checkout's conf/ (editable installs), else the
+copy a wheel installs under <prefix>/share/advrec/conf."""
 
+import sys
 from pathlib import Path
 
 
 def conf_dir() -> str:
-    here = Path(__file__).resolve().parent
-    for cand in (here / "conf", here.parents[1] / "conf"):
+    repo = Path(__file__).resolve().parents[2] / "conf"
+    for cand in (repo, Path(sys.prefix) / "share" / "advrec" / "conf"):
         if (cand / "train.yaml").is_file():
             return str(cand)
-    raise RuntimeError("advrec configs not found (expected advrec/conf or <repo>/conf)")
+    raise RuntimeError(f"advrec configs not found (looked in {repo} and {sys.prefix}/share)")
 
 
 CONF_DIR = conf_dir()

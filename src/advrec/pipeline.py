@@ -62,6 +62,7 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
     except (TypeError, InstantiationException) as e:
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
+    dm.schedule = getattr(model, "schedule", None)
     return model
 
 

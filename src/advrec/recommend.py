@@ -53,6 +53,7 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     wanted = _wanted_users(cfg)
     users = np.arange(dm.n_users) if wanted is None else _positions(dm.data.user_ids, wanted)
     history = dm.history("test")  # everything the user is known to have seen
+    model.prepare_scoring(history)
     k = min(int(cfg.k), dm.n_items)
     parts = []
     for lo in range(0, len(users), int(cfg.batch_size)):

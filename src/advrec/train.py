@@ -26,13 +26,14 @@ def train(cfg: DictConfig) -> dict:
     seed_everything(cfg.seed, workers=True, verbose=False)
     print_config(cfg)
     cls = model_class(cfg)
-    dm = build_datamodule(cfg, rows=cls.rows)
+    dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))
     model = build_model(cfg, dm)
     trainer = build_trainer(cfg, dm)
     trainer.fit(model, datamodule=dm)
     selection = list(getattr(model, "selection", []))
 
     val: dict = {}
+    best = ""
     if dm.val_matrix is not None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best and cfg.protocol.monitor:
@@ -57,16 +58,29 @@ def train(cfg: DictConfig) -> dict:
         "selection": selection,
         "dataset": dm.describe(),
         "checkpoint": str(final),
-        "epochs": int(trainer.current_epoch),
+        "selected_checkpoint": best or None,  # the validation-best one the test used
+        "epochs": int(trainer.current_epoch),  # epochs run (early stopping may cut short)
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     if trainer.is_global_zero:
         write_json(out_dir / "metrics.json", metrics)
-        note = " (optimistic: protocol=original)" if metrics["optimistic"] else ""
-        console.print(metrics_table(metrics, model.ks, f"{cls.__name__} on {cfg.data.name}{note}"))
+        console.print(metrics_table(metrics, model.ks, _title(cfg, metrics)))
         console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
     _finish_wandb()
     return metrics
+
+
+def _title(cfg: DictConfig, metrics: dict) -> str:
+    """Which run this was: model, data, preset/experiment, epochs, protocol."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    preset = choices.get("experiment") or f"model={choices.get('model', metrics['model'])}"
+    flag = ", optimistic" if metrics["optimistic"] else ""
+    return (
+        f"{metrics['model']} on {metrics['data']} ({preset}, {metrics['epochs']} epochs, "
+        f"protocol={metrics['protocol']}{flag})"
+    )
 
 
 def _finish_wandb() -> None:

@@ -27,6 +27,7 @@ for _msg in (
     r".*configure_optimizers` returned `None`.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*does not have many workers.*",
+    r".*overridden `transfer_batch_to_device` in `LightningModule`.*",
     r".*The number of training batches .* is smaller than the logging interval.*",
 ):
     warnings.filterwarnings("ignore", message=_msg)
@@ -50,6 +51,10 @@ class Recommender(LightningModule):
         """Scores (B, n_items) for `users` given their dense `history` (B, n_items)."""
         raise NotImplementedError
 
+    def prepare_scoring(self, history: sp.csr_matrix) -> None:
+        """Hook run before an evaluation pass with the users' known history (users x items);
+        models that score from whole-matrix state (e.g. item-based generators) build it here."""
+
     def masked_scores(self, batch: dict) -> torch.Tensor:
         scores = self.score(batch["users"], batch["history"]).float()
         return scores.masked_fill(batch["history"] > 0, float("-inf"))
@@ -60,6 +65,12 @@ class Recommender(LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.test_metrics.update(self.masked_scores(batch), batch["target"])
+
+    def on_validation_epoch_start(self) -> None:
+        self.prepare_scoring(self.trainer.datamodule.history("val"))
+
+    def on_test_epoch_start(self) -> None:
+        self.prepare_scoring(self.trainer.datamodule.history("test"))
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
@@ -84,13 +95,23 @@ class Recommender(LightningModule):
         return self.recommend(batch, self.predict_k)
 
     @torch.no_grad()
-    def evaluate(self, loader) -> dict[str, float]:
-        """Metrics over `loader` outside the Trainer loops (used for grid selection)."""
+    def evaluate(self, dm, stage: str = "val") -> dict[str, float]:
+        """Metrics on `stage` of a DataModule outside the Trainer loops (grid selection)."""
+        self.prepare_scoring(dm.history(stage))
+        loader = dm.val_dataloader() if stage == "val" else dm.test_dataloader()
         metric = RankingMetrics(self.ks).to(self.device)
         for batch in loader:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             metric.update(self.masked_scores(batch), batch["target"])
         return {k: float(v) for k, v in metric.compute().items()}
+
+    def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
+        if device.type == "cpu":  # nothing to move; skip Lightning's generic traversal
+            return batch
+        return {
+            k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["advrec_config"] = self.run_config
@@ -161,7 +182,7 @@ class ClosedForm(Recommender):
             params = dict(zip(names, values, strict=True))
             self.hparams.update(params)
             self.fit_matrix(train)
-            result = self.evaluate(dm.val_dataloader())
+            result = self.evaluate(dm, "val")
             if metric not in result:
                 raise AdvrecError(f"select_by={self.select_by!r}: no such metric; {list(result)}")
             self.selection.append({**params, self.select_by: result[metric]})

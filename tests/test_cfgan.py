@@ -1,0 +1,173 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from lightning import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from advrec.data.datamodule import RecDataModule
+from advrec.data.sources import Synthetic
+from advrec.models.cfgan import CFGAN, D_PHASE, PM, ZR, epoch_masks, negative_sample
+from tests.conftest import run_cli
+
+
+def test_negative_sample_size_and_support():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(50, 97, generator=g) < 0.2).float()
+    rows = torch.arange(50)
+    for pct in (10, 70, 100):
+        m = negative_sample(rows, x, pct, seed=1, epoch=0, salt=ZR)
+        unobserved = (x == 0).sum(1)
+        assert torch.equal(m.sum(1), pct * unobserved // 100)
+        assert not (m & (x > 0)).any()
+
+
+def test_negative_sample_is_per_row_per_epoch_and_independent_by_salt():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(40, 400, generator=g) < 0.1).float()
+    rows = torch.arange(40)
+    a = negative_sample(rows, x, 70, 1, epoch=0, salt=ZR)
+    # the same row gets the same sample whatever batch it sits in
+    assert torch.equal(negative_sample(rows[5:9], x[5:9], 70, 1, 0, ZR), a[5:9])
+    # a new epoch draws a new sample
+    assert not torch.equal(negative_sample(rows, x, 70, 1, epoch=1, salt=ZR), a)
+    # N^PM is drawn independently of N^ZR: overlap ~ 0.7 * 0.7 of the unobserved entries
+    b = negative_sample(rows, x, 70, 1, epoch=0, salt=PM)
+    assert not torch.equal(a, b)
+    overlap = (a & b).sum() / (x == 0).sum()
+    assert float(overlap) == pytest.approx(0.49, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def dm():
+    d = RecDataModule(
+        source=Synthetic(n_users=60, n_items=40, n_interactions=900, seed=3),
+        split={"method": "random_holdout", "test_fraction": 0.2},
+        val_fraction=0.1,
+        seed=0,
+        rows="items",
+    )
+    d.setup()
+    return d
+
+
+def small(dm, **kw):
+    params = dict(
+        g_hidden=[16], d_hidden=[8], batch_size_g=8, batch_size_d=16, lr_g=1e-2, lr_d=1e-2, **kw
+    )
+    model = CFGAN(dm.n_users, dm.n_items, **params)
+    dm.schedule = model.schedule
+    return model
+
+
+def trainer(**kw):
+    base = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+    )
+    return Trainer(**{**base, **kw})
+
+
+def test_epoch_masks_equal_the_per_batch_samples(dm):
+    model = small(dm)
+    m = dm.fit_rows_matrix()
+    masks = epoch_masks(m, model.hparams, epoch=3, device="cpu")
+    rows = torch.tensor([4, 0, 17])
+    x = torch.from_numpy(m[rows.numpy()].toarray())
+    for salt, pct in ((PM, 70), (ZR, 70)):
+        assert torch.equal(masks[salt][rows], negative_sample(rows, x, pct, 0, 3, salt))
+
+
+class StepSpy(Callback):
+    """Records, per batch, which parameters and gradients the step changed."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before = {
+            n: (p.detach().clone(), None if p.grad is None else p.grad.clone())
+            for n, p in pl_module.named_parameters()
+        }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        changed = {"param": set(), "grad": set()}
+        for n, p in pl_module.named_parameters():
+            p0, g0 = self.before[n]
+            if not torch.equal(p0, p.detach()):
+                changed["param"].add(n.split(".")[0])
+            same_grad = (g0 is None and p.grad is None) or (
+                g0 is not None and p.grad is not None and torch.equal(g0, p.grad)
+            )
+            if not same_grad:
+                changed["grad"].add(n.split(".")[0])
+        self.records.append((batch["phase"], changed))
+
+    def __init__(self):
+        self.records = []
+
+
+def test_each_step_moves_only_its_own_network(dm):
+    model, spy = small(dm), StepSpy()
+    trainer(max_epochs=1, callbacks=[spy]).fit(model, datamodule=dm)
+    phases = {p for p, _ in spy.records}
+    assert phases == {0, 1}
+    for phase, changed in spy.records:
+        own = "discriminator" if phase == D_PHASE else "generator"
+        assert changed["param"] == {own} and changed["grad"] == {own}, (phase, changed)
+
+
+def test_non_adversarial_ablation_never_touches_d(dm):
+    model, spy = small(dm, adversarial=False), StepSpy()
+    d0 = [p.detach().clone() for p in model.discriminator.parameters()]
+    trainer(max_epochs=2, callbacks=[spy]).fit(model, datamodule=dm)
+    assert {p for p, _ in spy.records} == {1}  # no D batches at all
+    assert all(torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters(), strict=True))
+    assert all(c["param"] == {"generator"} for _, c in spy.records)
+
+
+def test_item_based_scores_are_the_transposed_item_rows(dm):
+    model = small(dm)
+    model.eval()
+    hist = dm.history("test")
+    model.prepare_scoring(hist)
+    items = torch.from_numpy(hist.T.tocsr().toarray()).float()
+    expected = model.generate(items).T
+    users = torch.tensor([0, 5, 9])
+    assert torch.allclose(model.score(users, torch.zeros(3, dm.n_items)), expected[users])
+
+
+def test_resumed_run_ends_with_the_same_metrics(dm, tmp_path):
+    def run(max_epochs, ckpt=None, dirpath=None):
+        torch.manual_seed(0)
+        model = small(dm)
+        cb = [ModelCheckpoint(dirpath=dirpath, save_last=True)] if dirpath else []
+        t = trainer(max_epochs=max_epochs, callbacks=cb, enable_checkpointing=bool(cb))
+        t.fit(model, datamodule=dm, ckpt_path=ckpt)
+        return t.test(model, datamodule=dm, verbose=False)[0]
+
+    whole = run(4)
+    run(2, dirpath=tmp_path)
+    resumed = run(4, ckpt=str(tmp_path / "last.ckpt"))
+    assert resumed == whole
+
+
+@pytest.mark.parametrize("rows", ["items", "users"])
+@pytest.mark.parametrize("scheme", ["ZR", "PM", "ZP"])
+def test_fast_dev_run_through_hydra(rows, scheme, tmp_path):
+    run_cli(
+        "train",
+        "model=cfgan",
+        "data=synthetic",
+        f"model.rows={rows}",
+        f"model.scheme={scheme}",
+        "trainer.fast_dev_run=true",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["model"] == "CFGAN" and np.isfinite(m["test/ndcg@10"])
