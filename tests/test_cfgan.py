@@ -171,3 +171,20 @@ def test_fast_dev_run_through_hydra(rows, scheme, tmp_path):
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["model"] == "CFGAN" and np.isfinite(m["test/ndcg@10"])
+
+
+def test_bf16_mixed_and_gradient_clipping_on_cpu(dm, monkeypatch):
+    model = small(dm, grad_clip=0.5)
+    calls = []
+    original = model.clip_gradients
+
+    def spy(optimizer, gradient_clip_val=None, **kw):
+        calls.append(gradient_clip_val)
+        return original(optimizer, gradient_clip_val=gradient_clip_val, **kw)
+
+    monkeypatch.setattr(model, "clip_gradients", spy)
+    t = trainer(max_epochs=1, precision="bf16-mixed")
+    t.fit(model, datamodule=dm)
+    n_steps = len(dm.train_dataloader())
+    assert calls == [0.5] * n_steps  # once per optimizer step, after any unscaling
+    assert all(torch.isfinite(p).all() for p in model.parameters())

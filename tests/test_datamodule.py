@@ -64,3 +64,31 @@ def test_dense_rows_never_densifies_the_matrix(dm):
     out = dense_rows(dm.train_matrix, np.array([3, 1]))
     assert out.shape == (2, dm.n_items)
     assert out.sum() == dm.train_matrix[[3, 1]].sum()
+
+
+def test_val_on_test_evaluates_the_test_split_with_full_history():
+    m = RecDataModule(
+        source=Synthetic(n_users=50, n_items=30, n_interactions=600, seed=0),
+        split={"method": "random_holdout"},
+        val_on_test=True,
+    )
+    m.setup()
+    assert m.val_matrix is m.test_matrix
+    assert m.history("val") is m.train_full_matrix
+
+
+def test_phased_sampler_schedule_and_determinism():
+    from advrec.data.datamodule import PhasedBatchSampler
+
+    s = PhasedBatchSampler(10, [("D", 4, 2), ("G", 3, 1)], seed=1)
+    batches = list(s)
+    assert len(batches) == len(s) == 3 * 2 + 4
+    assert [b[0][1:] for b in batches] == [(0, 0)] * 3 + [(0, 1)] * 3 + [(1, 0)] * 4
+    for p in range(3):
+        ids = sorted(i for b in batches[3 * p : 3 * p + 3] for i, *_ in b) if p < 2 else None
+        if ids is not None:
+            assert ids == list(range(10))
+    s.set_epoch(1)
+    assert list(s) != batches
+    s.set_epoch(0)
+    assert list(s) == batches

@@ -68,3 +68,10 @@ def test_fingerprint_changes_with_content():
     b = Interactions.from_frame(frame(user=[1, 2], item=[2, 1]))
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint() == Interactions.from_frame(frame(user=[1, 2], item=[1, 2])).fingerprint()
+
+
+def test_keep_filtered_ids_keeps_the_catalogue():
+    df = frame(user=[1, 1, 2], item=["a", "b", "c"], rating=[5, 1, 2])
+    data = Interactions.from_frame(df, rating_col="rating", threshold=4, keep_filtered_ids=True)
+    assert list(data.item_ids) == ["a", "b", "c"] and list(data.user_ids) == [1, 2]
+    assert data.nnz == 1 and data.matrix[0, 0] == 1

@@ -37,6 +37,7 @@ def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
         source=d.source,
         split=OmegaConf.to_container(d.split, resolve=True),
         val_fraction=cfg.protocol.val_fraction,
+        val_on_test=cfg.protocol.get("val_on_test", False),
         rows=rows,
         batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size,
@@ -69,8 +70,8 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     out = []
     for cb in (cfg.get("callbacks") or {}).values():
-        if "monitor" in cb and cb.monitor is None and "EarlyStopping" in cb._target_:
-            continue  # nothing to stop on without validation
+        if "EarlyStopping" in cb._target_ and (cb.monitor is None or cb.patience <= 0):
+            continue  # nothing to stop on without validation (or stopping switched off)
         out.append(instantiate(cb))
     return out
 

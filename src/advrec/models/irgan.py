@@ -1,0 +1,212 @@
+"""IRGAN for item recommendation (Wang et al., SIGIR 2017), every known deviation of the
+released code from the paper a visible option.
+
+G: a softmax policy over all items from biased MF scores. D: a biased MF logit trained with
+pointwise BCE, the user's positives against items drawn from G at `temperature` (redrawn
+every `resample_every` D passes). G: REINFORCE on D's reward, `reward=sigmoid_centered`
+(2 (sigma(f) - 0.5), the released code) or `softplus` (log(1 + e^f), the paper), with the
+released importance sampling: draws from (1 - lambda) p_G + lambda * uniform(user's
+positives), weighted by p_G / p_n. Probabilities in float64, renormalised.
+
+One epoch = one round: `d_epochs` passes of D over all users, then `g_epochs` passes of G.
+Steps cover a batch of users; losses are scaled to match the released per-sample SGD steps
+(D: sum over examples / `d_norm`; G: sum over users of each user's mean).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from advrec.errors import AdvrecError
+from advrec.models.base import Recommender
+from advrec.models.nets import MF, positive_pairs, rank_within_rows
+
+D_PHASE = 0
+REWARDS = ("sigmoid_centered", "softplus")
+
+
+def mixed_policy(logits: torch.Tensor, x: torch.Tensor, lam: float):
+    """(p, p_n) in float64: G's softmax and its mix with uniform over each row's positives."""
+    p = torch.softmax(logits.double(), dim=1)
+    n_pos = x.sum(1, keepdim=True).double()
+    pos = torch.where(n_pos > 0, x.double() / n_pos.clamp(min=1), torch.zeros_like(p))
+    pn = (1 - lam) * p + lam * pos
+    pn = torch.where(n_pos > 0, pn, p)  # no positives: plain p
+    return p, pn / pn.sum(1, keepdim=True)
+
+
+def reinforce_loss(
+    logits: torch.Tensor, draws: torch.Tensor, weight: torch.Tensor, m: torch.Tensor
+) -> torch.Tensor:
+    """-sum over users of mean_s log p(draw_s) * weight_s (REINFORCE; weight has no grad)."""
+    logp = torch.log_softmax(logits, 1).gather(1, draws)
+    return -((logp * weight).sum(1) / m).sum()
+
+
+def reward_of(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "sigmoid_centered":
+        return 2 * (torch.sigmoid(logits) - 0.5)
+    return F.softplus(logits)
+
+
+class IRGAN(Recommender):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 5,
+        init: float = 0.05,
+        optimizer: str = "sgd",
+        lr_g: float = 1e-3,
+        lr_d: float = 1e-3,
+        reg_g: float = 0.0,
+        reg_d: float = 0.1 / 16,
+        d_epochs: int = 100,
+        g_epochs: int = 50,
+        resample_every: int = 5,
+        temperature: float = 0.2,
+        sample_lambda: float = 0.2,
+        g_samples_per_positive: int = 2,
+        reward: str = "sigmoid_centered",
+        d_norm: float = 32.0,
+        batch_size: int = 64,
+        init_ckpt: str | None = None,
+        init_d: bool = False,
+        ks: tuple = (5, 10, 20),
+    ):
+        super().__init__(n_users, n_items, ks)
+        if reward not in REWARDS:
+            raise AdvrecError(f"model.reward={reward!r}: choose one of {REWARDS}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = MF(n_users, n_items, dim, init)
+        self.discriminator = MF(n_users, n_items, dim, init)
+        if init_ckpt:
+            self.load_pretrained(init_ckpt, into_d=init_d)
+        self._d_neg: torch.Tensor | None = None  # G's samples for D, aligned with train CSR
+        self._d_key: tuple | None = None
+        self._indptr: torch.Tensor | None = None
+
+    def load_pretrained(self, path: str, into_d: bool = False) -> None:
+        """Copy a BPR checkpoint's MF weights into G (and D)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        except FileNotFoundError:
+            raise AdvrecError(
+                f"model.init_ckpt={path} not found; train one with "
+                "advrec-train experiment=bpr_dns_irgan_pretrain"
+            ) from None
+        mf = {k.removeprefix("mf."): v for k, v in state.items() if k.startswith("mf.")}
+        if not mf:
+            raise AdvrecError(f"{path} holds no BPR matrix factorisation (mf.*) weights")
+        for net in [self.generator] + ([self.discriminator] if into_d else []):
+            if mf["user"].shape != net.user.shape or mf["item"].shape != net.item.shape:
+                raise AdvrecError(
+                    f"{path}: embedding shapes {tuple(mf['user'].shape)} / "
+                    f"{tuple(mf['item'].shape)} do not match this IRGAN "
+                    f"({tuple(net.user.shape)} / {tuple(net.item.shape)}); use the same data "
+                    "and model.dim as the BPR run"
+                )
+            net.load_state_dict(mf)
+
+    @property
+    def schedule(self) -> list:
+        h = self.hparams
+        return [("D", h.batch_size, h.d_epochs), ("G", h.batch_size, h.g_epochs)]
+
+    def configure_optimizers(self):
+        h = self.hparams
+        cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[h.optimizer]
+        return [
+            cls(self.generator.parameters(), lr=h.lr_g),
+            cls(self.discriminator.parameters(), lr=h.lr_d),
+        ]
+
+    def on_fit_start(self) -> None:
+        self._indptr = torch.as_tensor(
+            self.trainer.datamodule.train_matrix.indptr, device=self.device
+        )
+        self._d_key = None
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        if batch["phase"] == D_PHASE:
+            key = (self.current_epoch, batch["pass"] // self.hparams.resample_every)
+            if key != self._d_key:
+                self._d_neg, self._d_key = self.sample_for_d(), key
+            self._d_step(batch["rows"], batch["x"], opt_d)
+        else:
+            self._g_step(batch["rows"], batch["x"], opt_g)
+
+    # -- D -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_for_d(self) -> torch.Tensor:
+        """For every training positive (CSR order), one item drawn from G at `temperature`."""
+        m = self.trainer.datamodule.train_matrix
+        counts = torch.from_numpy(m.indptr[1:] - m.indptr[:-1]).to(self.device)
+        out = torch.empty(m.nnz, dtype=torch.long, device=self.device)
+        for lo in range(0, m.shape[0], 1024):
+            users = torch.arange(lo, min(lo + 1024, m.shape[0]), device=self.device)
+            c = counts[users]
+            if int(c.max()) == 0:
+                continue
+            p = torch.softmax(self.generator(users).double() / self.hparams.temperature, 1)
+            draws = torch.multinomial(p, int(c.max()), replacement=True)
+            keep = torch.arange(draws.shape[1], device=self.device)[None, :] < c[:, None]
+            out[int(m.indptr[lo]) : int(m.indptr[lo + len(users)])] = draws[keep]
+        return out
+
+    def _d_step(self, users: torch.Tensor, x: torch.Tensor, opt) -> None:
+        h = self.hparams
+        rows, pos = positive_pairs(x)
+        if len(rows) == 0:
+            return
+        neg = self._d_neg[self._indptr[users][rows] + rank_within_rows(rows, len(x))]
+        u = users[rows]
+        d = self.discriminator
+        self.toggle_optimizer(opt)
+        lp, ln = d.pair(u, pos), d.pair(u, neg)
+        loss = (
+            F.binary_cross_entropy_with_logits(lp, torch.ones_like(lp), reduction="sum")
+            + F.binary_cross_entropy_with_logits(ln, torch.zeros_like(ln), reduction="sum")
+        ) / h.d_norm + h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        self.untoggle_optimizer(opt)
+        self._track(d_loss=loss / max(len(rows), 1))
+
+    # -- G -----------------------------------------------------------------------------------
+    def _g_step(self, users: torch.Tensor, x: torch.Tensor, opt) -> None:
+        h = self.hparams
+        n_pos = x.sum(1)
+        keep = n_pos > 0
+        users, x, n_pos = users[keep], x[keep], n_pos[keep]
+        if len(users) == 0:
+            return
+        self.toggle_optimizer(opt)
+        logits = self.generator(users)
+        with torch.no_grad():
+            p, pn = mixed_policy(logits, x, h.sample_lambda)
+            m = (h.g_samples_per_positive * n_pos).long()
+            draws = torch.multinomial(pn, int(m.max()), replacement=True)
+            valid = torch.arange(draws.shape[1], device=self.device)[None, :] < m[:, None]
+            r = reward_of(self.discriminator.pair(users, draws), h.reward)
+            weight = r * (p.gather(1, draws) / pn.gather(1, draws)).float() * valid
+        loss = reinforce_loss(logits, draws, weight, m)
+        if h.reg_g:
+            loss = loss + h.reg_g * self.generator.l2(users, draws[valid])
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        self.untoggle_optimizer(opt)
+        self._track(g_loss=loss / len(users), reward=(r * valid).sum() / valid.sum())
+
+    # -- logging and scoring ------------------------------------------------------------------
+    def _track(self, **values: torch.Tensor) -> None:
+        for k, v in values.items():
+            self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=1)
+
+    def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        return self.generator(users)
