@@ -4,6 +4,8 @@ checkpoint with the config it was trained with."""
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning import Callback, Trainer
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from advrec.data.datamodule import RecDataModule
@@ -72,8 +75,15 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     for cb in (cfg.get("callbacks") or {}).values():
         if "EarlyStopping" in cb._target_ and (cb.monitor is None or cb.patience <= 0):
             continue  # nothing to stop on without validation (or stopping switched off)
+        if "ProgressBar" in cb._target_ and not _interactive(cfg):
+            continue
         out.append(instantiate(cb))
     return out
+
+
+def _interactive(cfg: DictConfig) -> bool:
+    """A progress bar only helps a person watching a terminal; in a log file it costs time."""
+    return sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar", True) is not False
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -87,8 +97,14 @@ def build_trainer(cfg: DictConfig, dm: RecDataModule | None = None, **overrides)
     tcfg.update(overrides)
     if "callbacks" not in overrides:
         tcfg["callbacks"] = build_callbacks(cfg)
+        if not _interactive(cfg):
+            tcfg["enable_progress_bar"] = False
     if "logger" not in overrides:
         tcfg["logger"] = build_loggers(cfg) or False
+    if "plugins" not in tcfg and SLURMEnvironment.detect():
+        # submitit asks for SIGUSR2 before the time limit (hydra/launcher=slurm): Lightning
+        # then saves an hpc checkpoint in the run dir and requeues; the rerun resumes from it
+        tcfg["plugins"] = [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2)]
     try:
         return instantiate(tcfg)
     except (TypeError, ValueError, InstantiationException) as e:
