@@ -1,10 +1,12 @@
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
 from lightning import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
@@ -188,3 +190,41 @@ def test_bf16_mixed_and_gradient_clipping_on_cpu(dm, monkeypatch):
     n_steps = len(dm.train_dataloader())
     assert calls == [0.5] * n_steps  # once per optimizer step, after any unscaling
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class KillAt(Callback):
+    """Sends this process SIGTERM after batch `at` of epoch `epoch` (a preempted job)."""
+
+    def __init__(self, epoch: int, at: int):
+        self.epoch, self.at = epoch, at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(dm, tmp_path):
+    def run(callbacks=(), ckpt=None):
+        torch.manual_seed(0)
+        model = small(dm)
+        t = trainer(
+            max_epochs=3,
+            callbacks=list(callbacks),
+            enable_checkpointing=bool(callbacks),
+            default_root_dir=tmp_path,
+        )
+        t.fit(model, datamodule=dm, ckpt_path=ckpt)
+        return t.test(model, datamodule=dm, verbose=False)[0]
+
+    whole = run()
+    on_exc = OnExceptionCheckpoint(dirpath=tmp_path, filename="last")
+    with pytest.raises(SystemExit):  # Lightning stops after the batch that saw SIGTERM
+        run([KillAt(epoch=1, at=3), on_exc])
+    assert (tmp_path / "last.ckpt").is_file()
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"batches_done": 4}]
+    resumed = run(
+        [OnExceptionCheckpoint(dirpath=tmp_path, filename="unused")],
+        ckpt=str(tmp_path / "last.ckpt"),
+    )
+    assert resumed == whole

@@ -29,7 +29,7 @@ def train(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))
     model = build_model(cfg, dm)
     trainer = build_trainer(cfg, dm)
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     selection = list(getattr(model, "selection", []))
 
     val: dict = {}
