@@ -1,0 +1,92 @@
+"""The sparse data path at ML-20M scale on this machine: synthetic data -> split ->
+DataModule -> one CFGAN user-based epoch -> one full evaluation pass. Prints JSON with
+wall times and peak RSS after each stage (no users x items matrix is ever dense on the host).
+
+    python bench/scale.py                       # ML-20M shape, a whole epoch
+    python bench/scale.py --max-steps 500       # time 500 training steps, extrapolate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import torch
+from lightning import Trainer
+
+from advrec.data.datamodule import RecDataModule
+from advrec.data.sources import Synthetic
+from advrec.models.cfgan import CFGAN
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--users", type=int, default=138_493)
+    ap.add_argument("--items", type=int, default=26_744)
+    ap.add_argument("--interactions", type=int, default=20_000_000)
+    ap.add_argument("--max-steps", type=int, default=None, help="cap the training epoch")
+    ap.add_argument("--eval-batch-size", type=int, default=512)
+    ap.add_argument("--skip-train", action="store_true")
+    a = ap.parse_args()
+    out: dict = {"shape": [a.users, a.items, a.interactions],
+                 "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+                 "torch_threads": torch.get_num_threads()}
+
+    t = time.perf_counter()
+    source = Synthetic(a.users, a.items, a.interactions, seed=0)
+    data = source.load()
+    out["generate_s"] = round(time.perf_counter() - t, 2)
+    out["nnz"] = data.nnz
+    dm = RecDataModule(source=_Loaded(data), split={"method": "random_holdout"},
+                       rows="users", eval_batch_size=a.eval_batch_size, seed=0)
+    t = time.perf_counter()
+    dm.setup()
+    out["split_and_setup_s"] = round(time.perf_counter() - t, 2)
+    out["peak_rss_gib_after_setup"] = round(peak_rss_gib(), 2)
+
+    model = CFGAN(dm.n_users, dm.n_items, rows="users")
+    dm.schedule = model.schedule
+    steps_per_epoch = len(dm.train_dataloader())
+    out["train_steps_per_epoch"] = steps_per_epoch
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=0, use_distributed_sampler=False,
+                      limit_train_batches=a.max_steps or 1.0)
+    if not a.skip_train:
+        t = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        train_s = time.perf_counter() - t
+        steps = a.max_steps or steps_per_epoch
+        out["train_steps_timed"] = steps
+        out["train_s"] = round(train_s, 1)
+        out["epoch_s_estimate"] = round(train_s / steps * steps_per_epoch, 1)
+        out["peak_rss_gib_after_train"] = round(peak_rss_gib(), 2)
+    t = time.perf_counter()
+    result = trainer.test(model, datamodule=dm, verbose=False)[0]
+    out["eval_s"] = round(time.perf_counter() - t, 1)
+    out["eval_users"] = int(result["test/n_users"])
+    out["eval_users_per_s"] = round(result["test/n_users"] / (time.perf_counter() - t), 1)
+    out["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    print(json.dumps(out, indent=2))
+
+
+class _Loaded:
+    """Hands already-generated Interactions to the DataModule (a Source with load())."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def load(self):
+        return self.data
+
+
+if __name__ == "__main__":
+    main()
