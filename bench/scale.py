@@ -36,17 +36,24 @@ def main() -> None:
     ap.add_argument("--eval-batch-size", type=int, default=512)
     ap.add_argument("--skip-train", action="store_true")
     a = ap.parse_args()
-    out: dict = {"shape": [a.users, a.items, a.interactions],
-                 "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-                 "torch_threads": torch.get_num_threads()}
+    out: dict = {
+        "shape": [a.users, a.items, a.interactions],
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+        "torch_threads": torch.get_num_threads(),
+    }
 
     t = time.perf_counter()
     source = Synthetic(a.users, a.items, a.interactions, seed=0)
     data = source.load()
     out["generate_s"] = round(time.perf_counter() - t, 2)
     out["nnz"] = data.nnz
-    dm = RecDataModule(source=_Loaded(data), split={"method": "random_holdout"},
-                       rows="users", eval_batch_size=a.eval_batch_size, seed=0)
+    dm = RecDataModule(
+        source=_Loaded(data),
+        split={"method": "random_holdout"},
+        rows="users",
+        eval_batch_size=a.eval_batch_size,
+        seed=0,
+    )
     t = time.perf_counter()
     dm.setup()
     out["split_and_setup_s"] = round(time.perf_counter() - t, 2)
@@ -56,10 +63,16 @@ def main() -> None:
     dm.schedule = model.schedule
     steps_per_epoch = len(dm.train_dataloader())
     out["train_steps_per_epoch"] = steps_per_epoch
-    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, use_distributed_sampler=False,
-                      limit_train_batches=a.max_steps or 1.0)
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        limit_train_batches=a.max_steps or 1.0,
+    )
     if not a.skip_train:
         t = time.perf_counter()
         trainer.fit(model, datamodule=dm)

@@ -1,17 +1,17 @@
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 from lightning import Callback, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
 from advrec.models.cfgan import CFGAN, D_PHASE, PM, ZR, epoch_masks, negative_sample
-from tests.conftest import run_cli
+from advrec.utils.callbacks import SaveOnInterrupt
+from tests.conftest import REPO, run_cli
+from tests.killers import KillAt
 
 
 def test_negative_sample_size_and_support():
@@ -192,39 +192,55 @@ def test_bf16_mixed_and_gradient_clipping_on_cpu(dm, monkeypatch):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-class KillAt(Callback):
-    """Sends this process SIGTERM after batch `at` of epoch `epoch` (a preempted job)."""
-
-    def __init__(self, epoch: int, at: int):
-        self.epoch, self.at = epoch, at
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(dm, tmp_path):
     def run(callbacks=(), ckpt=None):
         torch.manual_seed(0)
         model = small(dm)
-        t = trainer(
-            max_epochs=3,
-            callbacks=list(callbacks),
-            enable_checkpointing=bool(callbacks),
-            default_root_dir=tmp_path,
-        )
+        t = trainer(max_epochs=3, callbacks=list(callbacks))
         t.fit(model, datamodule=dm, ckpt_path=ckpt)
         return t.test(model, datamodule=dm, verbose=False)[0]
 
     whole = run()
-    on_exc = OnExceptionCheckpoint(dirpath=tmp_path, filename="last")
+    on_exc = SaveOnInterrupt(dirpath=tmp_path, filename="last")
     with pytest.raises(SystemExit):  # Lightning stops after the batch that saw SIGTERM
         run([KillAt(epoch=1, at=3), on_exc])
     assert (tmp_path / "last.ckpt").is_file()
     state = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"batches_done": 4}]
-    resumed = run(
-        [OnExceptionCheckpoint(dirpath=tmp_path, filename="unused")],
-        ckpt=str(tmp_path / "last.ckpt"),
-    )
+    resumed = run(ckpt=str(tmp_path / "last.ckpt"))
     assert resumed == whole
+
+
+@pytest.mark.slow
+def test_killed_cli_run_resumes_with_ckpt_path_last(tmp_path):
+    args = [
+        "model=cfgan",
+        "data=synthetic",
+        "model.g_hidden=[32]",
+        "model.d_hidden=[16]",
+        "trainer.max_epochs=3",
+        "protocol=original",
+        "logger=csv",
+    ]
+    env = {"PYTHONPATH": str(REPO)}
+    run_cli("train", *args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
+    killed = run_cli(
+        "train",
+        *args,
+        f"hydra.run.dir={tmp_path / 'cut'}",
+        "+callbacks.kill._target_=tests.killers.KillAt",
+        "+callbacks.kill.epoch=1",
+        "+callbacks.kill.at=5",
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert killed.returncode == 143 and "ckpt_path=last" in killed.stderr
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    assert (tmp_path / "cut" / "checkpoints" / "last.ckpt").is_file()
+    run_cli("train", *args, f"hydra.run.dir={tmp_path / 'cut'}", "ckpt_path=last", cwd=tmp_path)
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    for key, value in whole.items():
+        if key.startswith("test/"):
+            assert resumed[key] == value, key

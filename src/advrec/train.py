@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
 import hydra
 from lightning import seed_everything
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
@@ -29,7 +31,16 @@ def train(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))
     model = build_model(cfg, dm)
     trainer = build_trainer(cfg, dm)
-    trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        out = Path(cfg.paths.output_dir)
+        print(
+            f"advrec: stopped by SIGTERM; the state at this step is in {out}/checkpoints/"
+            f"last.ckpt. Resume with the same overrides plus hydra.run.dir={out} ckpt_path=last",
+            file=sys.stderr,
+        )
+        sys.exit(143)
     selection = list(getattr(model, "selection", []))
 
     val: dict = {}

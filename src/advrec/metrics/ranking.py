@@ -76,13 +76,17 @@ class RankingMetrics(Metric):
         target = target.bool()
         n_rel = target.sum(1)
         has = n_rel > 0
-        self.n_users_without_targets += (~has).sum()
+        # states are replaced, never updated in place: a reset() under inference mode (as in
+        # Trainer.test) leaves inference tensors that a later no-grad loop (DDP) cannot mutate
+        self.n_users_without_targets = self.n_users_without_targets + (~has).sum()
         vals, idx = topk_ranked(scores.float(), kmax)
         if self.n_items:
+            seen = torch.zeros_like(self.recommended)
             for j, k in enumerate(self.ks):
-                self.recommended[j].index_fill_(0, idx[:, :k].flatten(), 1.0)
+                seen[j].index_fill_(0, idx[:, :k].flatten(), 1.0)
+            self.recommended = torch.maximum(self.recommended, seen)
         vals, idx, target, n_rel = vals[has], idx[has], target[has], n_rel[has]
-        self.n_users += len(n_rel)
+        self.n_users = self.n_users + len(n_rel)
         if len(n_rel) == 0:
             return
         hits = target.gather(1, idx) & (vals > float("-inf"))
@@ -94,11 +98,12 @@ class RankingMetrics(Metric):
         n_hits = hits_f.cumsum(1)
         first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1), kmax)  # 0-based
         n_rel_f = n_rel.to(torch.float64)
+        sums = torch.zeros_like(self.sums)
         for j, k in enumerate(self.ks):
             h = n_hits[:, k - 1]
             ideal = idcg[torch.clamp(n_rel, max=k) - 1]
             mrr = torch.where(first < k, 1.0 / (first.to(torch.float64) + 1), 0.0)
-            self.sums[:, j] += torch.stack(
+            sums[:, j] = torch.stack(
                 [
                     (h / k).sum(),
                     (h / n_rel_f).sum(),
@@ -107,6 +112,7 @@ class RankingMetrics(Metric):
                     (h > 0).to(torch.float64).sum(),
                 ]
             )
+        self.sums = self.sums + sums
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -117,4 +123,7 @@ class RankingMetrics(Metric):
         if self.n_items:
             for j, k in enumerate(self.ks):
                 out[f"coverage@{k}"] = (self.recommended[j] > 0).float().mean()
+        # counts from the synced states (the attributes hold this process's shard only)
+        out["n_users"] = self.n_users.float()
+        out["n_users_without_targets"] = self.n_users_without_targets.float()
         return out

@@ -80,8 +80,6 @@ class Recommender(LightningModule):
 
     def _log_metrics(self, stage: str, metric: RankingMetrics) -> None:
         values = metric.compute()  # already reduced across processes
-        values["n_users"] = metric.n_users.float()
-        values["n_users_without_targets"] = metric.n_users_without_targets.float()
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
         metric.reset()
 
