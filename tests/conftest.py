@@ -46,3 +46,35 @@ def run_cli(module: str, *overrides: str, cwd: Path, env: dict | None = None, ch
             f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def synthetic_dm(n_users: int, n_items: int, n_interactions: int, seed: int = 0, **kw):
+    """A set-up DataModule over seeded synthetic data with a 20 % random test holdout."""
+    from advrec.data.datamodule import RecDataModule
+    from advrec.data.sources import Synthetic
+
+    dm = RecDataModule(
+        source=Synthetic(
+            n_users=n_users, n_items=n_items, n_interactions=n_interactions, seed=seed
+        ),
+        split={"method": "random_holdout", "test_fraction": 0.2},
+        seed=0,
+        **kw,
+    )
+    dm.setup()
+    return dm
+
+
+def quiet_trainer(**kw):
+    """A Lightning Trainer without loggers, checkpoints, bars or sanity checks (overridable)."""
+    from lightning import Trainer
+
+    base = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
+    return Trainer(**{**base, **kw})

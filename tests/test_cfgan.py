@@ -3,14 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from lightning import Callback, Trainer
+from lightning import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from advrec.data.datamodule import RecDataModule
-from advrec.data.sources import Synthetic
 from advrec.models.cfgan import CFGAN, D_PHASE, PM, ZR, epoch_masks, negative_sample
 from advrec.utils.callbacks import SaveOnInterrupt
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, quiet_trainer, run_cli, synthetic_dm
 from tests.killers import KillAt
 
 
@@ -43,15 +41,7 @@ def test_negative_sample_is_per_row_per_epoch_and_independent_by_salt():
 
 @pytest.fixture(scope="module")
 def dm():
-    d = RecDataModule(
-        source=Synthetic(n_users=60, n_items=40, n_interactions=900, seed=3),
-        split={"method": "random_holdout", "test_fraction": 0.2},
-        val_fraction=0.1,
-        seed=0,
-        rows="items",
-    )
-    d.setup()
-    return d
+    return synthetic_dm(60, 40, 900, seed=3, val_fraction=0.1, rows="items")
 
 
 def small(dm, **kw):
@@ -64,16 +54,7 @@ def small(dm, **kw):
 
 
 def trainer(**kw):
-    base = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-    )
-    return Trainer(**{**base, **kw})
+    return quiet_trainer(**{"limit_val_batches": 0, **kw})
 
 
 def test_epoch_masks_equal_the_per_batch_samples(dm):
@@ -244,3 +225,24 @@ def test_killed_cli_run_resumes_with_ckpt_path_last(tmp_path):
     for key, value in whole.items():
         if key.startswith("test/"):
             assert resumed[key] == value, key
+
+
+class HalveScaleEveryOtherStep(Callback):
+    """Stands in for a GradScaler that skips every other step (what 16-mixed does on inf)."""
+
+    def on_train_start(self, trainer, pl_module):
+        trainer.precision_plugin.scaler = type("Scaler", (), {"_scale": torch.tensor(1024.0)})()
+        self.calls = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls += 1
+        if self.calls % 2 == 0:
+            scaler = trainer.precision_plugin.scaler
+            scaler._scale = scaler._scale / 2
+
+
+def test_skipped_amp_steps_are_counted_and_logged(dm):
+    model, spy = small(dm), HalveScaleEveryOtherStep()
+    t = trainer(max_epochs=1, callbacks=[spy])
+    t.fit(model, datamodule=dm)
+    assert float(t.callback_metrics["train/skipped_steps"]) == spy.calls // 2

@@ -4,20 +4,12 @@ import torch
 
 from advrec.data.datamodule import RecDataModule, UnrepeatedDistributedSampler, dense_rows
 from advrec.data.sources import Synthetic
+from tests.conftest import synthetic_dm
 
 
 @pytest.fixture(scope="module")
 def dm():
-    m = RecDataModule(
-        source=Synthetic(n_users=120, n_items=60, n_interactions=2400, seed=0),
-        split={"method": "random_holdout", "test_fraction": 0.2},
-        val_fraction=0.1,
-        batch_size=32,
-        eval_batch_size=50,
-        seed=0,
-    )
-    m.setup()
-    return m
+    return synthetic_dm(120, 60, 2400, val_fraction=0.1, batch_size=32, eval_batch_size=50)
 
 
 def test_train_batches_are_dense_rows_of_train(dm):

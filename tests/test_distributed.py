@@ -3,35 +3,18 @@
 import json
 
 import pytest
-from lightning import Trainer
 
-from advrec.data.datamodule import RecDataModule
-from advrec.data.sources import Synthetic
 from advrec.models.ease import EASE
-from tests.conftest import run_cli
+from tests.conftest import quiet_trainer, run_cli, synthetic_dm
 
 
 def _test(model, dm, **kw):
-    t = Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        **kw,
-    )
-    return t.test(model, datamodule=dm, verbose=False)[0]
+    return quiet_trainer(accelerator="cpu", **kw).test(model, datamodule=dm, verbose=False)[0]
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
-    dm = RecDataModule(
-        source=Synthetic(n_users=101, n_items=70, n_interactions=2000, seed=7),  # odd: uneven
-        split={"method": "random_holdout", "test_fraction": 0.2},
-        eval_batch_size=16,
-        seed=0,
-    )
-    dm.setup()
+    dm = synthetic_dm(101, 70, 2000, seed=7, eval_batch_size=16)  # 101 users: uneven shards
     model = EASE(dm.n_users, dm.n_items, lam=20.0)
     model.fit_matrix(dm.train_full_matrix)
     single = _test(model, dm, devices=1)

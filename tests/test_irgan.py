@@ -3,15 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from lightning import Trainer
 
-from advrec.data.datamodule import RecDataModule
-from advrec.data.sources import Synthetic
 from advrec.errors import AdvrecError
 from advrec.models.bpr import BPR
 from advrec.models.irgan import IRGAN, mixed_policy, reinforce_loss, reward_of
 from advrec.models.nets import MF, sample_unobserved
-from tests.conftest import run_cli
+from tests.conftest import quiet_trainer, run_cli, synthetic_dm
 
 
 def test_mixed_policy_sums_to_one_and_mixes_towards_positives():
@@ -81,27 +78,12 @@ def test_dns_keeps_the_highest_scored_candidate():
 
 @pytest.fixture(scope="module")
 def dm():
-    d = RecDataModule(
-        source=Synthetic(n_users=80, n_items=60, n_interactions=1500, seed=4),
-        split={"method": "random_holdout", "test_fraction": 0.2},
-        seed=0,
-    )
-    d.setup()
-    return d
+    return synthetic_dm(80, 60, 1500, seed=4)
 
 
-def fit(model, dm, epochs=1, **kw):
+def fit(model, dm, epochs=1):
     dm.schedule = model.schedule
-    t = Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        **{"enable_checkpointing": False, **kw},
-    )
+    t = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
     t.fit(model, datamodule=dm)
     return t
 

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from lightning import Trainer
 
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
@@ -10,6 +9,7 @@ from advrec.errors import AdvrecError
 from advrec.models.ease import EASE
 from advrec.models.itemknn import ItemKNN
 from advrec.models.pop import TopPop
+from tests.conftest import quiet_trainer, synthetic_dm
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +57,11 @@ def test_itemknn_matches_dense_cosine_with_shrink(X):
 
 @pytest.fixture(scope="module")
 def dm():
-    d = RecDataModule(
-        source=Synthetic(n_users=200, n_items=80, n_interactions=3000, seed=1),
-        split={"method": "random_holdout", "test_fraction": 0.2},
-        val_fraction=0.15,
-        seed=0,
-    )
-    d.setup()
-    return d
+    return synthetic_dm(200, 80, 3000, seed=1, val_fraction=0.15)
 
 
 def fit(model, dm):
-    trainer = Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-    )
+    trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, datamodule=dm)
     return trainer
 

@@ -46,6 +46,7 @@ class Recommender(LightningModule):
         self.test_metrics = RankingMetrics(self.ks, n_items=n_items)
         self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
         self.predict_k = 20
+        self._skipped: torch.Tensor | None = None  # optimizer steps skipped by the AMP scaler
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Scores (B, n_items) for `users` given their dense `history` (B, n_items)."""
@@ -91,6 +92,34 @@ class Recommender(LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self.recommend(batch, self.predict_k)
+
+    # -- manual optimisation (GANs) ------------------------------------------------------
+    def manual_step(self, opt, loss_fn) -> tuple[torch.Tensor, dict]:
+        """One update of the network `opt` owns. `loss_fn()` returns `(loss, stats)`;
+        so does this method (stats are detached tensors for logging).
+
+        `toggle_optimizer` freezes every other parameter while `loss_fn()` builds the graph,
+        so G's loss never reaches D and vice versa. Clipping happens in
+        `on_before_optimizer_step`, after the AMP scaler has unscaled the gradients, and steps
+        the GradScaler skips (inf/NaN under 16-mixed) are counted without a host sync.
+        """
+        self.toggle_optimizer(opt)
+        loss, stats = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        before = None if scaler is None or scaler._scale is None else scaler._scale.clone()
+        opt.step()
+        if before is not None:  # the scale drops exactly when the scaler skipped the step
+            skipped = (scaler._scale < before).sum()
+            self._skipped = skipped if self._skipped is None else self._skipped + skipped
+        self.untoggle_optimizer(opt)
+        return loss.detach(), {k: v.detach() for k, v in stats.items()}
+
+    def on_train_epoch_end(self) -> None:
+        if self._skipped is not None:
+            self.log("train/skipped_steps", self._skipped.float(), reduce_fx="sum", sync_dist=True)
+            self._skipped = None
 
     @torch.no_grad()
     def evaluate(self, dm, stage: str = "val") -> dict[str, float]:

@@ -188,6 +188,7 @@ class CFGAN(Recommender):
             acc[1] += n
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         for k, (total, n) in self._sums.items():
             self.log(f"train/{k}", total / max(n, 1), sync_dist=True, prog_bar=k == "g_loss")
         self._sums = {}
@@ -220,43 +221,41 @@ class CFGAN(Recommender):
             self._g_step(x, self.fake_mask(rows, x), self.zr_mask(rows, x), opt_g)
 
     def _d_step(self, x, fake_mask, opt_d) -> None:
-        self.toggle_optimizer(opt_d)
-        with torch.no_grad():
-            fake = self.generate(x) * fake_mask
-        d_real = self.discriminator(torch.cat([x, x], 1))
-        d_fake = self.discriminator(torch.cat([x, fake], 1))
-        loss = (
-            F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            + self.hparams.reg_d * l2(self.discriminator)
-        )
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
-        self._track(
-            len(x),
-            d_loss=loss,
-            D_real=torch.sigmoid(d_real).mean(),
-            D_fake=torch.sigmoid(d_fake).mean(),
-        )
+        h = self.hparams
+
+        def loss_fn():
+            with torch.no_grad():
+                fake = self.generate(x) * fake_mask
+            d_real = self.discriminator(torch.cat([x, x], 1))
+            d_fake = self.discriminator(torch.cat([x, fake], 1))
+            loss = (
+                F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+                + h.reg_d * l2(self.discriminator)
+            )
+            return loss, {
+                "D_real": torch.sigmoid(d_real).mean(),
+                "D_fake": torch.sigmoid(d_fake).mean(),
+            }
+
+        loss, stats = self.manual_step(opt_d, loss_fn)
+        self._track(len(x), d_loss=loss, **stats)
 
     def _g_step(self, x, fake_mask, zr_mask, opt_g) -> None:
         h = self.hparams
-        self.toggle_optimizer(opt_g)
-        out = self.generate(x)
-        zr = (out.pow(2) * zr_mask).sum(1).mean() if zr_mask is not None else out.new_zeros(())
-        if h.adversarial:
-            d_fake = self.discriminator(torch.cat([x, out * fake_mask], 1))
-            fit = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-        else:  # ablation: G alone learns to reproduce the masked entries (1 on e, 0 on k)
-            fit = ((out - x).pow(2) * fake_mask).sum(1).mean()
-        loss = fit + h.reg_g * l2(self.generator) + h.alpha * zr
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-        self._track(len(x), g_loss=loss, zr_penalty=zr)
+
+        def loss_fn():
+            g = self.generate(x)
+            zr = (g.pow(2) * zr_mask).sum(1).mean() if zr_mask is not None else g.new_zeros(())
+            if h.adversarial:
+                d_fake = self.discriminator(torch.cat([x, g * fake_mask], 1))
+                fit = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+            else:  # ablation: G alone learns to reproduce the masked entries (1 on e, 0 on k)
+                fit = ((g - x).pow(2) * fake_mask).sum(1).mean()
+            return fit + h.reg_g * l2(self.generator) + h.alpha * zr, {"zr_penalty": zr}
+
+        loss, stats = self.manual_step(opt_g, loss_fn)
+        self._track(len(x), g_loss=loss, **stats)
 
     # -- scoring ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -165,16 +165,17 @@ class IRGAN(Recommender):
         neg = self._d_neg[self._indptr[users][rows] + rank_within_rows(rows, len(x))]
         u = users[rows]
         d = self.discriminator
-        self.toggle_optimizer(opt)
-        lp, ln = d.pair(u, pos), d.pair(u, neg)
-        loss = (
-            F.binary_cross_entropy_with_logits(lp, torch.ones_like(lp), reduction="sum")
-            + F.binary_cross_entropy_with_logits(ln, torch.zeros_like(ln), reduction="sum")
-        ) / h.d_norm + h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
-        self.untoggle_optimizer(opt)
+
+        def loss_fn():
+            lp, ln = d.pair(u, pos), d.pair(u, neg)
+            bce = F.binary_cross_entropy_with_logits
+            loss = (
+                bce(lp, torch.ones_like(lp), reduction="sum")
+                + bce(ln, torch.zeros_like(ln), reduction="sum")
+            ) / h.d_norm + h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
+            return loss, {}
+
+        loss, _ = self.manual_step(opt, loss_fn)
         self._track(d_loss=loss / max(len(rows), 1))
 
     # -- G -----------------------------------------------------------------------------------
@@ -185,22 +186,21 @@ class IRGAN(Recommender):
         users, x, n_pos = users[keep], x[keep], n_pos[keep]
         if len(users) == 0:
             return
-        self.toggle_optimizer(opt)
-        logits = self.generator(users)
         with torch.no_grad():
-            p, pn = mixed_policy(logits, x, h.sample_lambda)
+            p, pn = mixed_policy(self.generator(users), x, h.sample_lambda)
             m = (h.g_samples_per_positive * n_pos).long()
             draws = torch.multinomial(pn, int(m.max()), replacement=True)
             valid = torch.arange(draws.shape[1], device=self.device)[None, :] < m[:, None]
             r = reward_of(self.discriminator.pair(users, draws), h.reward)
             weight = r * (p.gather(1, draws) / pn.gather(1, draws)).float() * valid
-        loss = reinforce_loss(logits, draws, weight, m)
-        if h.reg_g:
-            loss = loss + h.reg_g * self.generator.l2(users, draws[valid])
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
-        self.untoggle_optimizer(opt)
+
+        def loss_fn():
+            loss = reinforce_loss(self.generator(users), draws, weight, m)
+            if h.reg_g:
+                loss = loss + h.reg_g * self.generator.l2(users, draws[valid])
+            return loss, {}
+
+        loss, _ = self.manual_step(opt, loss_fn)
         self._track(g_loss=loss / len(users), reward=(r * valid).sum() / valid.sum())
 
     # -- logging and scoring ------------------------------------------------------------------
