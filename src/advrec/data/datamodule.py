@@ -1,0 +1,296 @@
+"""`RecDataModule`: loads a source, splits it, and serves row batches and evaluation batches."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from advrec.data.interactions import Interactions
+from advrec.data.splits import Split, make_split
+from advrec.errors import AdvrecError
+
+log = logging.getLogger(__name__)
+
+
+def dense_rows(m: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
+    """Dense float32 rows of a CSR matrix (only the batch is ever densified)."""
+    sub = m[rows]
+    out = torch.zeros(len(rows), m.shape[1])
+    r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+    out[torch.from_numpy(r), torch.from_numpy(sub.indices.astype(np.int64))] = torch.from_numpy(
+        sub.data.astype(np.float32)
+    )
+    return out
+
+
+class _Indices(Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
+class PhasedBatchSampler(Sampler[list]):
+    """Per epoch, for each phase `(name, batch_size, passes)`: `passes` shuffled passes over
+    all rows in batches of `batch_size`; every index is yielded as `(row, phase_id)`.
+
+    This is the schedule of vector-wise GANs (CFGAN: 2 passes of D at batch 64, then 4
+    passes of G at batch 32, per epoch). Shuffles are seeded by (seed, epoch, phase, pass),
+    so a run resumed at an epoch boundary sees the same batches. Under DDP each rank takes
+    every world-th row of each shuffle (padded so that ranks step in lock-step).
+    """
+
+    def __init__(self, n: int, schedule: list, seed: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.schedule, self.seed = n, [tuple(p) for p in schedule], seed
+        self.rank, self.world, self.epoch = rank, world, 0
+        self.skip = 0  # batches of this epoch already trained before a resume
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _per_rank(self) -> int:
+        return math.ceil(self.n / self.world)
+
+    def __len__(self) -> int:
+        m = self._per_rank()
+        return sum(math.ceil(m / bs) * passes for _, bs, passes in self.schedule)
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        for k, batch in enumerate(self._batches()):
+            if k >= skip:
+                yield batch
+
+    def _batches(self):
+        m = self._per_rank()
+        for phase, (_, bs, passes) in enumerate(self.schedule):
+            for p in range(passes):
+                seed = np.random.SeedSequence([self.seed, self.epoch, phase, p]).generate_state(1)[0]
+                g = torch.Generator().manual_seed(int(seed))
+                perm = torch.randperm(self.n, generator=g)
+                perm = torch.cat([perm, perm[: m * self.world - self.n]])  # pad for lock-step
+                mine = perm[self.rank :: self.world].tolist()
+                for lo in range(0, m, bs):
+                    yield [(i, phase, p) for i in mine[lo : lo + bs]]
+
+
+class UnrepeatedDistributedSampler(Sampler[int]):
+    """Shards `n` indices across ranks without padding: each index is seen exactly once.
+
+    Lightning's default DistributedSampler repeats indices to even out the shards, which
+    would count some users twice in the metric means.
+    """
+
+    def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None):
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_initialized() else 0
+        self.indices = list(range(rank, n, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader whose position inside an epoch survives a checkpoint.
+
+    Lightning stores `state_dict()` in mid-epoch checkpoints (e.g. written on SIGTERM) and
+    hands it back on resume; the phased sampler then skips the batches already trained, so
+    a killed-and-resumed run sees exactly the batches of an uninterrupted one.
+    """
+
+    def __init__(self, *args, progress=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._progress = progress or (lambda: 0)
+
+    def state_dict(self) -> dict:
+        return {"batches_done": int(self._progress())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.skip = int(state.get("batches_done", 0))
+
+
+class RowCollate:
+    """Turns row ids into `{"rows", "x"[, "phase", "pass"]}` with dense training rows."""
+
+    def __init__(self, matrix: sp.csr_matrix):
+        self.matrix = matrix
+
+    def __call__(self, ids: list) -> dict[str, torch.Tensor]:
+        tags = None
+        if ids and isinstance(ids[0], tuple):
+            tags = ids[0][1:]
+            ids = [i[0] for i in ids]
+        rows = np.asarray(ids, dtype=np.int64)
+        out = {"rows": torch.from_numpy(rows), "x": dense_rows(self.matrix, rows)}
+        if tags is not None:  # plain ints: reading them never syncs with the device
+            out["phase"], out["pass"] = tags
+        return out
+
+
+class EvalCollate:
+    """Turns user ids into `{"users", "history", "target"}` (history is masked at scoring)."""
+
+    def __init__(self, history: sp.csr_matrix, target: sp.csr_matrix, users: np.ndarray):
+        self.history, self.target, self.users = history, target, users
+
+    def __call__(self, ids: list[int]) -> dict[str, torch.Tensor]:
+        users = self.users[np.asarray(ids, dtype=np.int64)]
+        return {
+            "users": torch.from_numpy(users),
+            "history": dense_rows(self.history, users),
+            "target": dense_rows(self.target, users) > 0,
+        }
+
+
+class RecDataModule(LightningDataModule):
+    """Source -> split -> loaders.
+
+    Training batches are row-index batches (rows are users, or items for item-based models)
+    with dense rows built per batch from the CSR. Evaluation batches are users with their
+    history (to mask) and their held-out items; under DDP every user is seen exactly once.
+    At test time the history is train + validation.
+    """
+
+    def __init__(
+        self,
+        source: dict,
+        split: dict,
+        val_fraction: float = 0.0,
+        val_on_test: bool = False,
+        rows: str = "users",
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        eval_users: str = "all",
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        name: str = "data",
+    ):
+        super().__init__()
+        if rows not in ("users", "items"):
+            raise AdvrecError(f"rows={rows!r}: choose 'users' or 'items'")
+        if eval_users not in ("with_targets", "all"):
+            raise AdvrecError(f"eval_users={eval_users!r}: choose 'with_targets' or 'all'")
+        self.source_cfg, self.split_cfg = source, dict(split)
+        self.val_fraction, self.val_on_test, self.rows = val_fraction, val_on_test, rows
+        if val_on_test and val_fraction > 0:
+            raise AdvrecError("val_on_test (protocol=test_selected) needs val_fraction=0")
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.eval_users, self.num_workers = eval_users, num_workers
+        self.seed, self.cache_dir, self.name = seed, cache_dir, name
+        self.split: Split | None = None
+        # (name, batch_size, passes) per epoch, set from the model (e.g. CFGAN's D and G
+        # phases); None: one shuffled pass at `batch_size`.
+        self.schedule: list | None = None
+
+    # -- data ---------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        source = self.source_cfg
+        if not hasattr(source, "load"):
+            try:
+                source = instantiate(source)
+            except InstantiationException as e:
+                raise AdvrecError(f"bad data.source option: {e}") from None
+        data: Interactions = source.load()
+        self.split = make_split(
+            data, val_fraction=self.val_fraction, seed=self.seed,
+            cache_dir=self.cache_dir, **self.split_cfg,
+        )
+        self.train_matrix = self.split.train
+        self.test_matrix = self.split.test
+        # protocol=test_selected: the "validation" loop looks at the test split (optimistic)
+        self.val_matrix = self.test_matrix if self.val_on_test else self.split.val
+        self.train_full_matrix = self.split.train_full
+        d = self.describe()
+        log.info(
+            "%s: %d users x %d items; train %d / val %d / test %d interactions",
+            self.name, d["n_users"], d["n_items"], d["n_train"], d["n_val"], d["n_test"],
+        )
+
+    @property
+    def data(self) -> Interactions:
+        return self.split.data
+
+    @property
+    def n_users(self) -> int:
+        return self.data.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.data.n_items
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, **self.data.describe(), **self.split.describe()}
+
+    def history(self, stage: str) -> sp.csr_matrix:
+        """What a user is known to have seen when `stage` ('val' or 'test') is evaluated."""
+        return self.train_matrix if stage == "val" and not self.val_on_test else (
+            self.train_full_matrix
+        )
+
+    def eval_users_for(self, stage: str) -> np.ndarray:
+        target = self.val_matrix if stage == "val" else self.test_matrix
+        if self.eval_users == "all":
+            return np.arange(self.n_users)
+        return np.flatnonzero(np.diff(target.indptr) > 0)
+
+    # -- loaders ------------------------------------------------------------------------
+    def fit_rows_matrix(self) -> sp.csr_matrix:
+        """The training matrix with the model's rows (users x items, or items x users)."""
+        m = self.train_matrix
+        return m if self.rows == "users" else m.T.tocsr()
+
+    def train_dataloader(self) -> DataLoader:
+        m = self.fit_rows_matrix()
+        ds = _Indices(m.shape[0])
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        schedule = self.schedule or [("train", self.batch_size, 1)]
+        return ResumableLoader(
+            ds, batch_sampler=PhasedBatchSampler(len(ds), schedule, self.seed, rank, world),
+            collate_fn=RowCollate(m), num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, progress=self._batches_done,
+        )
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch the fit loop has completed."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        target = self.val_matrix if stage == "val" else self.test_matrix
+        users = self.eval_users_for(stage)
+        return DataLoader(
+            _Indices(len(users)), batch_size=self.eval_batch_size,
+            sampler=UnrepeatedDistributedSampler(len(users)),
+            collate_fn=EvalCollate(self.history(stage), target, users),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("val") if self.val_matrix is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,173 @@
+"""Seeded, cached train/validation/test splits over one `Interactions` id space.
+
+A split is one label per interaction (0 train, 1 validation, 2 test), so every method shares
+the same result type and the same cache file: `<cache_dir>/splits/<key>.npz`, where the key
+hashes the data fingerprint and every parameter that changes the labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from advrec.data.interactions import TEST, TRAIN, Interactions
+from advrec.errors import AdvrecError
+
+log = logging.getLogger(__name__)
+VAL = 1
+METHODS = ("random_holdout", "user_holdout", "leave_one_out", "temporal", "predefined")
+
+
+@dataclass
+class Split:
+    """Train / validation / test matrices with the same shape as the source matrix."""
+
+    data: Interactions
+    folds: np.ndarray  # one label per interaction, aligned with data.matrix.data
+
+    def _part(self, keep: np.ndarray) -> sp.csr_matrix:
+        rows, cols = self.data.coo()
+        m = sp.csr_matrix(
+            (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
+            shape=self.data.matrix.shape,
+        )
+        m.sort_indices()
+        return m
+
+    @property
+    def train(self) -> sp.csr_matrix:
+        """What a model is fitted on (validation excluded)."""
+        return self._part(self.folds == TRAIN)
+
+    @property
+    def val(self) -> sp.csr_matrix | None:
+        return self._part(self.folds == VAL) if (self.folds == VAL).any() else None
+
+    @property
+    def test(self) -> sp.csr_matrix:
+        return self._part(self.folds == TEST)
+
+    @property
+    def train_full(self) -> sp.csr_matrix:
+        """Train plus validation: the known history at test time."""
+        return self._part(self.folds != TEST)
+
+    def describe(self) -> dict:
+        rows, _ = self.data.coo()
+        out = {}
+        for name, fold in (("train", TRAIN), ("val", VAL), ("test", TEST)):
+            sel = self.folds == fold
+            out[f"n_{name}"] = int(sel.sum())
+            out[f"n_{name}_users"] = int(len(np.unique(rows[sel])))
+        return out
+
+
+def make_split(
+    data: Interactions,
+    method: str = "random_holdout",
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.0,
+    val_method: str | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> Split:
+    """Label every interaction train / val / test; read or write the on-disk cache."""
+    if method not in METHODS:
+        raise AdvrecError(f"unknown split method {method!r}; choose one of {METHODS}")
+    val_method = val_method or ("random_holdout" if method == "predefined" else method)
+    if val_method not in METHODS[:-1]:
+        raise AdvrecError(f"unknown validation method {val_method!r}; choose {METHODS[:-1]}")
+    for name, frac in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise AdvrecError(f"{name}={frac} must lie in [0, 1)")
+    params = {
+        "data": data.fingerprint(),
+        "method": method,
+        "test_fraction": test_fraction if method != "predefined" else None,
+        "val_fraction": val_fraction,
+        "val_method": val_method if val_fraction > 0 else None,
+        "seed": seed,
+        "version": 1,
+    }
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / "splits" / f"{key}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        folds = np.load(path)["folds"]
+        if len(folds) == data.nnz:
+            return Split(data, folds)
+    folds = _compute(data, method, test_fraction, val_fraction, val_method, seed)
+    if path is not None:
+        _save_atomic(path, folds)
+    return Split(data, folds)
+
+
+def _compute(data, method, test_fraction, val_fraction, val_method, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows, _ = data.coo()
+    ts = data.timestamps
+    if method == "predefined":
+        if data.folds is None:
+            raise AdvrecError(
+                "split.method=predefined needs a source with train/test files "
+                "(data.source._target_=advrec.data.sources.Predefined)"
+            )
+        folds = np.where(data.folds == TEST, TEST, TRAIN).astype(np.int8)
+    else:
+        folds = np.full(data.nnz, TRAIN, np.int8)
+        folds[_holdout(method, rows, ts, test_fraction, rng)] = TEST
+    if val_fraction > 0:
+        idx = np.flatnonzero(folds == TRAIN)
+        sub_ts = None if ts is None else ts[idx]
+        folds[idx[_holdout(val_method, rows[idx], sub_ts, val_fraction, rng)]] = VAL
+    if not (folds == TEST).any():
+        raise AdvrecError("the split left no test interactions; raise split.test_fraction")
+    return folds
+
+
+def _holdout(method, rows, ts, frac, rng) -> np.ndarray:
+    """Boolean mask of the held-out interactions among `rows` (sorted by user)."""
+    n = len(rows)
+    if method in ("temporal", "leave_one_out") and ts is None:
+        if method == "temporal":
+            raise AdvrecError("split.method=temporal needs timestamps; this source has none")
+    key = rng.random(n)
+    if method == "random_holdout":
+        out = np.zeros(n, bool)
+        out[rng.permutation(n)[: int(round(frac * n))]] = True
+        return out
+    if method == "temporal":
+        order = np.lexsort((key, ts))
+        out = np.zeros(n, bool)
+        out[order[n - int(round(frac * n)) :]] = True
+        return out
+    # per-user methods: position of each interaction within its user, newest/random first
+    sort_key = -ts if (method == "leave_one_out" and ts is not None) else key
+    order = np.lexsort((sort_key, rows))
+    counts = np.bincount(rows)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.empty(n, np.int64)
+    pos[order] = np.arange(n) - starts[rows[order]]
+    if method == "leave_one_out":
+        n_out = (counts >= 2).astype(np.int64)
+    else:  # user_holdout: round(frac * n_u), keeping at least one training item
+        n_out = np.minimum(np.round(frac * counts).astype(np.int64), np.maximum(counts - 1, 0))
+    return pos < n_out[rows]
+
+
+def _save_atomic(path: Path, folds: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, folds=folds)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only cache only costs time
+        log.warning("split cache not written (%s): %s", path, e)
