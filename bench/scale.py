@@ -69,9 +69,20 @@ def main() -> None:
     out["split_and_setup_s"] = round(time.perf_counter() - t, 2)
     out["peak_rss_gib_after_setup"] = round(peak_rss_gib(), 2)
 
-    model = CFGAN(dm.n_users, dm.n_items, rows="users", scheme="ZP", s_zr=90, s_pm=90,
-                  g_hidden=[a.g_hidden], d_hidden=[a.d_hidden], batch_size_g=a.batch_g,
-                  batch_size_d=a.batch_d, g_steps=a.g_steps, d_steps=a.d_steps)
+    model = CFGAN(
+        dm.n_users,
+        dm.n_items,
+        rows="users",
+        scheme="ZP",
+        s_zr=90,
+        s_pm=90,
+        g_hidden=[a.g_hidden],
+        d_hidden=[a.d_hidden],
+        batch_size_g=a.batch_g,
+        batch_size_d=a.batch_d,
+        g_steps=a.g_steps,
+        d_steps=a.d_steps,
+    )
     out["cfgan"] = {k: v for k, v in model.hparams.items() if k not in ("n_users", "n_items")}
     dm.schedule = model.schedule
     steps_per_epoch = len(dm.train_dataloader())

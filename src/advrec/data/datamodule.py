@@ -78,7 +78,9 @@ class PhasedBatchSampler(Sampler[list]):
         m = self._per_rank()
         for phase, (_, bs, passes) in enumerate(self.schedule):
             for p in range(passes):
-                seed = np.random.SeedSequence([self.seed, self.epoch, phase, p]).generate_state(1)[0]
+                seed = np.random.SeedSequence([self.seed, self.epoch, phase, p]).generate_state(1)[
+                    0
+                ]
                 g = torch.Generator().manual_seed(int(seed))
                 perm = torch.randperm(self.n, generator=g)
                 perm = torch.cat([perm, perm[: m * self.world - self.n]])  # pad for lock-step
@@ -213,8 +215,11 @@ class RecDataModule(LightningDataModule):
                 raise AdvrecError(f"bad data.source option: {e}") from None
         data: Interactions = source.load()
         self.split = make_split(
-            data, val_fraction=self.val_fraction, seed=self.seed,
-            cache_dir=self.cache_dir, **self.split_cfg,
+            data,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            cache_dir=self.cache_dir,
+            **self.split_cfg,
         )
         self.train_matrix = self.split.train
         self.test_matrix = self.split.test
@@ -224,7 +229,12 @@ class RecDataModule(LightningDataModule):
         d = self.describe()
         log.info(
             "%s: %d users x %d items; train %d / val %d / test %d interactions",
-            self.name, d["n_users"], d["n_items"], d["n_train"], d["n_val"], d["n_test"],
+            self.name,
+            d["n_users"],
+            d["n_items"],
+            d["n_train"],
+            d["n_val"],
+            d["n_test"],
         )
 
     @property
@@ -244,8 +254,10 @@ class RecDataModule(LightningDataModule):
 
     def history(self, stage: str) -> sp.csr_matrix:
         """What a user is known to have seen when `stage` ('val' or 'test') is evaluated."""
-        return self.train_matrix if stage == "val" and not self.val_on_test else (
-            self.train_full_matrix
+        return (
+            self.train_matrix
+            if stage == "val" and not self.val_on_test
+            else (self.train_full_matrix)
         )
 
     def eval_users_for(self, stage: str) -> np.ndarray:
@@ -267,9 +279,12 @@ class RecDataModule(LightningDataModule):
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         schedule = self.schedule or [("train", self.batch_size, 1)]
         return ResumableLoader(
-            ds, batch_sampler=PhasedBatchSampler(len(ds), schedule, self.seed, rank, world),
-            collate_fn=RowCollate(m), num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, progress=self._batches_done,
+            ds,
+            batch_sampler=PhasedBatchSampler(len(ds), schedule, self.seed, rank, world),
+            collate_fn=RowCollate(m),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            progress=self._batches_done,
         )
 
     def _batches_done(self) -> int:
@@ -283,7 +298,8 @@ class RecDataModule(LightningDataModule):
         target = self.val_matrix if stage == "val" else self.test_matrix
         users = self.eval_users_for(stage)
         return DataLoader(
-            _Indices(len(users)), batch_size=self.eval_batch_size,
+            _Indices(len(users)),
+            batch_size=self.eval_batch_size,
             sampler=UnrepeatedDistributedSampler(len(users)),
             collate_fn=EvalCollate(self.history(stage), target, users),
             num_workers=self.num_workers,

@@ -107,8 +107,14 @@ class MovieLens(Source):
         else:
             df = read_table(folder / "ratings.csv").set_axis(cols, axis=1)
         data = Interactions.from_frame(
-            df, "user", "item", "rating", "time", threshold=self.threshold,
-            kcore=self.kcore, source=self.name,
+            df,
+            "user",
+            "item",
+            "rating",
+            "time",
+            threshold=self.threshold,
+            kcore=self.kcore,
+            source=self.name,
         )
         data.user_features = self._user_features(folder, data.user_ids)
         data.item_info = self._item_info(folder, data.item_ids)
@@ -128,8 +134,12 @@ class MovieLens(Source):
     def _item_info(self, folder: Path, item_ids: np.ndarray) -> pd.DataFrame | None:
         if self.version == "100k" and (folder / "u.item").is_file():
             items = pd.read_csv(
-                folder / "u.item", sep="|", header=None, usecols=[0, 1],
-                names=["item", "title"], encoding="latin-1",
+                folder / "u.item",
+                sep="|",
+                header=None,
+                usecols=[0, 1],
+                names=["item", "title"],
+                encoding="latin-1",
             )
         elif (folder / "movies.dat").is_file() or (folder / "movies.csv").is_file():
             if self.version == "1m":
@@ -185,8 +195,14 @@ class Files(Source):
             df.columns = [str(c) for c in df.columns]
         c = self.columns
         data = Interactions.from_frame(
-            df, c["user"], c["item"], c.get("rating"), c.get("time"),
-            threshold=self.threshold, duplicates=self.duplicates, kcore=self.kcore,
+            df,
+            c["user"],
+            c["item"],
+            c.get("rating"),
+            c.get("time"),
+            threshold=self.threshold,
+            duplicates=self.duplicates,
+            kcore=self.kcore,
             source=self.name,
         )
         if self.user_features_path:
@@ -247,9 +263,16 @@ class Predefined(Source):
         c = self.columns
         rating = c.get("rating") if c.get("rating") in df.columns else None
         return Interactions.from_frame(
-            df, c["user"], c["item"], rating, c.get("time"), fold_col="_fold",
-            threshold=self.threshold, duplicates=self.duplicates,
-            keep_filtered_ids=self.keep_filtered_ids, source=self.name,
+            df,
+            c["user"],
+            c["item"],
+            rating,
+            c.get("time"),
+            fold_col="_fold",
+            threshold=self.threshold,
+            duplicates=self.duplicates,
+            keep_filtered_ids=self.keep_filtered_ids,
+            source=self.name,
         )
 
 
