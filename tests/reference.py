@@ -32,3 +32,17 @@ def score_lists(recs: dict, truth: dict, k: int) -> dict[str, float]:
         f"mrr@{k}": float(np.mean(m)),
         f"hit@{k}": float(np.mean(h)),
     }
+
+
+def ranked_lists(recs) -> dict:
+    """user -> items in rank order, from an advrec-recommend CSV read with pandas."""
+    return {u: g.sort_values("rank").item_id.tolist() for u, g in recs.groupby("user_id")}
+
+
+def assert_same_metrics(reported: dict, recs, truth: dict, ks=(5, 10, 20)) -> None:
+    """The independent scores of the recommendation lists equal what advrec reported."""
+    lists = ranked_lists(recs)
+    for k in ks:
+        for name, value in score_lists(lists, truth, k).items():
+            got = reported[f"test/{name}"]
+            assert abs(got - value) <= 1e-6, f"{name}: reported {got}, independent {value}"

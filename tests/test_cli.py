@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli
-from tests.reference import score_lists
+from tests.reference import assert_same_metrics
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +100,7 @@ def test_recommend_scored_independently_matches_train(trained, tiny, tmp_path):
     train = pd.read_csv(root / "t.train", sep=" ", header=None, names=["u", "i", "r"])
     seen = set(zip(train.u, train.i, strict=True))
     assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True))
-    lists = {u: g.sort_values("rank").item_id.tolist() for u, g in recs.groupby("user_id")}
-    truth = {u: set(g.item) for u, g in test_df.groupby("user")}
-    for k in (5, 10, 20):
-        for name, val in score_lists(lists, truth, k).items():
-            assert m[f"test/{name}"] == pytest.approx(val, abs=1e-6), name
+    assert_same_metrics(m, recs, {u: set(g.item) for u, g in test_df.groupby("user")})
 
 
 def test_recommend_for_listed_users(trained, tmp_path):
