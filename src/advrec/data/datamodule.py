@@ -202,6 +202,7 @@ class RecDataModule(LightningDataModule):
         # (name, batch_size, passes) per epoch, set from the model (e.g. CFGAN's D and G
         # phases); None: one shuffled pass at `batch_size`.
         self.schedule: list | None = None
+        self._items_by_users: sp.csr_matrix | None = None
 
     # -- data ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -254,11 +255,9 @@ class RecDataModule(LightningDataModule):
 
     def history(self, stage: str) -> sp.csr_matrix:
         """What a user is known to have seen when `stage` ('val' or 'test') is evaluated."""
-        return (
-            self.train_matrix
-            if stage == "val" and not self.val_on_test
-            else (self.train_full_matrix)
-        )
+        if stage == "val" and not self.val_on_test:
+            return self.train_matrix
+        return self.train_full_matrix
 
     def eval_users_for(self, stage: str) -> np.ndarray:
         target = self.val_matrix if stage == "val" else self.test_matrix
@@ -269,8 +268,11 @@ class RecDataModule(LightningDataModule):
     # -- loaders ------------------------------------------------------------------------
     def fit_rows_matrix(self) -> sp.csr_matrix:
         """The training matrix with the model's rows (users x items, or items x users)."""
-        m = self.train_matrix
-        return m if self.rows == "users" else m.T.tocsr()
+        if self.rows == "users":
+            return self.train_matrix
+        if self._items_by_users is None:  # transposed once, not every epoch
+            self._items_by_users = self.train_matrix.T.tocsr()
+        return self._items_by_users
 
     def train_dataloader(self) -> DataLoader:
         m = self.fit_rows_matrix()

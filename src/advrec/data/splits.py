@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,12 @@ class Split:
     data: Interactions
     folds: np.ndarray  # one label per interaction, aligned with data.matrix.data
 
+    @cached_property
+    def _coo(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.coo()  # one expansion serves every part and describe()
+
     def _part(self, keep: np.ndarray) -> sp.csr_matrix:
-        rows, cols = self.data.coo()
+        rows, cols = self._coo
         m = sp.csr_matrix(
             (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
             shape=self.data.matrix.shape,
@@ -61,7 +66,7 @@ class Split:
         return self._part(self.folds != TEST)
 
     def describe(self) -> dict:
-        rows, _ = self.data.coo()
+        rows, _ = self._coo
         out = {}
         for name, fold in (("train", TRAIN), ("val", VAL), ("test", TEST)):
             sel = self.folds == fold

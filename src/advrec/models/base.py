@@ -128,7 +128,7 @@ class Recommender(LightningModule):
         loader = dm.val_dataloader() if stage == "val" else dm.test_dataloader()
         metric = RankingMetrics(self.ks).to(self.device)
         for batch in loader:
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
             metric.update(self.masked_scores(batch), batch["target"])
         return {k: float(v) for k, v in metric.compute().items()}
 
