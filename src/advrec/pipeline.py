@@ -3,6 +3,7 @@ checkpoint with the config it was trained with."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import sys
@@ -49,21 +50,32 @@ def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
         seed=cfg.seed,
         cache_dir=cfg.paths.cache_dir,
         name=d.name,
+        features=_container(d.get("features")),
     )
     dm.setup()
     return dm
 
 
+def _container(node):
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
 def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
-    model_class(cfg)
+    cls = model_class(cfg)
     if max(cfg.ks) > dm.n_items:
         raise AdvrecError(
             f"ks={list(cfg.ks)} exceeds the catalogue ({dm.n_items} items); "
             f"use smaller cut-offs, e.g. ks=[1,5]"
         )
     try:
-        model = instantiate(cfg.model, n_users=dm.n_users, n_items=dm.n_items, _convert_="all")
+        accepted = inspect.signature(cls.__init__).parameters
+        extra = {k: v for k, v in dm.model_kwargs().items() if k in accepted}
+        model = instantiate(
+            cfg.model, n_users=dm.n_users, n_items=dm.n_items, **extra, _convert_="all"
+        )
     except (TypeError, InstantiationException) as e:
+        if isinstance(e.__cause__, AdvrecError):  # the model's own check says it best
+            raise e.__cause__ from None
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
     dm.schedule = getattr(model, "schedule", None)

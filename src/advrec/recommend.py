@@ -7,11 +7,13 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
 from advrec.data.datamodule import dense_rows
+from advrec.data.sources import read_table
 from advrec.errors import AdvrecError
 from advrec.pipeline import build_datamodule, load_checkpoint
 from advrec.utils.console import console, user_errors
@@ -42,23 +44,57 @@ def _wanted_users(cfg: DictConfig) -> list | None:
     return None
 
 
+def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
+    """Raw ids and encoded features of the users in `new_users_file` (never seen in training)."""
+    if not model.uses_features:
+        raise AdvrecError(
+            f"{type(model).__name__} cannot score a user it has never seen; new users need a "
+            "model that reads user features (CFGAN with model.condition=features, GroupPop)"
+        )
+    table = read_table(cfg.new_users_file)
+    id_column = dm.features_cfg.get("id_column") or "user"
+    if id_column not in table.columns:
+        raise AdvrecError(
+            f"{cfg.new_users_file}: no {id_column!r} column naming the new users; columns "
+            f"present: {list(table.columns)}"
+        )
+    if table.empty:
+        raise AdvrecError(f"{cfg.new_users_file} has no rows")
+    features = torch.from_numpy(dm.feature_encoder.transform(table))
+    return table[id_column].to_numpy(), features
+
+
 @user_errors
 def recommend(cfg: DictConfig) -> pd.DataFrame:
-    """Write the top-`k` recommendations of `ckpt_path` to `output` (atomically)."""
+    """Write the top-`k` recommendations of `ckpt_path` to `output` (atomically).
+
+    Known users are ranked over the items they have not seen (train + validation history);
+    users in `new_users_file` (a features row each) are ranked over every item.
+    """
     if int(cfg.k) < 1:
         raise AdvrecError(f"k={cfg.k} must be at least 1")
     model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths)
     model.to(cfg.device)
     dm = build_datamodule(run_cfg, rows=model.rows)
     wanted = _wanted_users(cfg)
-    users = np.arange(dm.n_users) if wanted is None else _positions(dm.data.user_ids, wanted)
-    history = dm.history("test")  # everything the user is known to have seen
-    model.prepare_scoring(history)
+    if cfg.get("new_users_file") is not None:
+        if wanted is not None:
+            raise AdvrecError("give known users (users / users_file) or new_users_file, not both")
+        raw_ids, features = _new_users(cfg, model, dm)
+        users = np.arange(len(raw_ids))
+        history = sp.csr_matrix((len(raw_ids), dm.n_items), dtype=np.float32)  # nothing seen
+    else:
+        raw_ids, features = dm.data.user_ids, dm.user_features
+        users = np.arange(dm.n_users) if wanted is None else _positions(raw_ids, wanted)
+        history = dm.history("test")  # everything the user is known to have seen
+        model.prepare_scoring(history)
     k = min(int(cfg.k), dm.n_items)
     parts = []
     for lo in range(0, len(users), int(cfg.batch_size)):
         u = users[lo : lo + int(cfg.batch_size)]
         batch = {"users": torch.from_numpy(u), "history": dense_rows(history, u)}
+        if features is not None:
+            batch["features"] = features[u]
         rec = model.recommend({k_: v.to(model.device) for k_, v in batch.items()}, k)
         items, scores = rec["items"].cpu().numpy(), rec["scores"].cpu().numpy()
         keep = np.isfinite(scores)  # fewer than k unseen items: no padding with seen ones
@@ -67,7 +103,7 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
         parts.append(
             pd.DataFrame(
                 {
-                    "user_id": dm.data.user_ids[rows[keep]],
+                    "user_id": raw_ids[rows[keep]],
                     "item_id": dm.data.item_ids[items[keep]],
                     "rank": ranks[keep],
                     "score": scores[keep],

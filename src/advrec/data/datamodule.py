@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from advrec.data.features import FeatureEncoder, join_user_features
 from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, make_split
 from advrec.errors import AdvrecError
@@ -130,10 +131,18 @@ class ResumableLoader(DataLoader):
 
 
 class RowCollate:
-    """Turns row ids into `{"rows", "x"[, "phase", "pass"]}` with dense training rows."""
+    """Turns sampler positions into `{"rows", "x"[, "features"][, "phase", "pass"]}`.
 
-    def __init__(self, matrix: sp.csr_matrix):
-        self.matrix = matrix
+    Position i is row `row_ids[i]` of `matrix`; `features` (rows x d) are added when given.
+    """
+
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        row_ids: np.ndarray | None = None,
+        features: torch.Tensor | None = None,
+    ):
+        self.matrix, self.row_ids, self.features = matrix, row_ids, features
 
     def __call__(self, ids: list) -> dict[str, torch.Tensor]:
         tags = None
@@ -141,34 +150,53 @@ class RowCollate:
             tags = ids[0][1:]
             ids = [i[0] for i in ids]
         rows = np.asarray(ids, dtype=np.int64)
+        if self.row_ids is not None:
+            rows = self.row_ids[rows]
         out = {"rows": torch.from_numpy(rows), "x": dense_rows(self.matrix, rows)}
+        if self.features is not None:
+            out["features"] = self.features[rows]
         if tags is not None:  # plain ints: reading them never syncs with the device
             out["phase"], out["pass"] = tags
         return out
 
 
 class EvalCollate:
-    """Turns user ids into `{"users", "history", "target"}` (history is masked at scoring)."""
+    """Turns user ids into `{"users", "history", "target"[, "features"]}` (history is masked
+    at scoring)."""
 
-    def __init__(self, history: sp.csr_matrix, target: sp.csr_matrix, users: np.ndarray):
-        self.history, self.target, self.users = history, target, users
+    def __init__(
+        self,
+        history: sp.csr_matrix,
+        target: sp.csr_matrix,
+        users: np.ndarray,
+        features: torch.Tensor | None = None,
+    ):
+        self.history, self.target, self.users, self.features = history, target, users, features
 
     def __call__(self, ids: list[int]) -> dict[str, torch.Tensor]:
         users = self.users[np.asarray(ids, dtype=np.int64)]
-        return {
+        out = {
             "users": torch.from_numpy(users),
             "history": dense_rows(self.history, users),
             "target": dense_rows(self.target, users) > 0,
         }
+        if self.features is not None:
+            out["features"] = self.features[users]
+        return out
 
 
 class RecDataModule(LightningDataModule):
     """Source -> split -> loaders.
 
     Training batches are row-index batches (rows are users, or items for item-based models)
-    with dense rows built per batch from the CSR. Evaluation batches are users with their
-    history (to mask) and their held-out items; under DDP every user is seen exactly once.
-    At test time the history is train + validation.
+    with dense rows built per batch from the CSR; users with no training interaction (held
+    out whole by a cold-start split) are not training rows. Evaluation batches are users with
+    their history (to mask) and their held-out items; under DDP every user is seen exactly
+    once. At test time the history is train + validation.
+
+    `features` (categorical / numeric / buckets columns, optional `path` + `id_column` of a
+    CSV/Parquet keyed by user id) encodes the users' features, fitted on training users only;
+    batches then carry each user's encoded row as `"features"`.
     """
 
     def __init__(
@@ -185,6 +213,7 @@ class RecDataModule(LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         name: str = "data",
+        features: dict | None = None,
     ):
         super().__init__()
         if rows not in ("users", "items"):
@@ -203,6 +232,9 @@ class RecDataModule(LightningDataModule):
         # phases); None: one shuffled pass at `batch_size`.
         self.schedule: list | None = None
         self._items_by_users: sp.csr_matrix | None = None
+        self.features_cfg = dict(features or {})
+        self.feature_encoder: FeatureEncoder | None = None
+        self.user_features: torch.Tensor | None = None  # (n_users, d), encoded
 
     # -- data ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -227,6 +259,7 @@ class RecDataModule(LightningDataModule):
         # protocol=test_selected: the "validation" loop looks at the test split (optimistic)
         self.val_matrix = self.test_matrix if self.val_on_test else self.split.val
         self.train_full_matrix = self.split.train_full
+        self._setup_features(data)
         d = self.describe()
         log.info(
             "%s: %d users x %d items; train %d / val %d / test %d interactions",
@@ -237,6 +270,33 @@ class RecDataModule(LightningDataModule):
             d["n_val"],
             d["n_test"],
         )
+
+    def _setup_features(self, data: Interactions) -> None:
+        cfg = dict(self.features_cfg)
+        path, id_column = cfg.pop("path", None), cfg.pop("id_column", None) or "user"
+        if path:
+            data.user_features = join_user_features(data.user_ids, path, id_column)
+        if data.user_features is None or not (cfg.get("categorical") or cfg.get("numeric")):
+            return
+        cfg = {k: v for k, v in cfg.items() if v is not None}
+        try:
+            encoder = FeatureEncoder(**cfg)
+        except TypeError as e:
+            raise AdvrecError(
+                f"bad data.features option: {e}; known: categorical, numeric, buckets, path, "
+                "id_column"
+            ) from None
+        train_users = np.flatnonzero(np.diff(self.train_matrix.indptr) > 0)
+        self.feature_encoder = encoder.fit(data.user_features, train_users)
+        self.user_features = torch.from_numpy(encoder.transform(data.user_features))
+
+    def model_kwargs(self) -> dict:
+        """What models may need to know of the data beyond its shape."""
+        enc = self.feature_encoder
+        return {
+            "n_features": 0 if enc is None else enc.dim,
+            "feature_blocks": {} if enc is None else {c: list(b) for c, b in enc.blocks.items()},
+        }
 
     @property
     def data(self) -> Interactions:
@@ -251,7 +311,10 @@ class RecDataModule(LightningDataModule):
         return self.data.n_items
 
     def describe(self) -> dict:
-        return {"dataset": self.name, **self.data.describe(), **self.split.describe()}
+        out = {"dataset": self.name, **self.data.describe(), **self.split.describe()}
+        if self.feature_encoder is not None:
+            out["n_features"] = self.feature_encoder.dim
+        return out
 
     def history(self, stage: str) -> sp.csr_matrix:
         """What a user is known to have seen when `stage` ('val' or 'test') is evaluated."""
@@ -274,16 +337,28 @@ class RecDataModule(LightningDataModule):
             self._items_by_users = self.train_matrix.T.tocsr()
         return self._items_by_users
 
+    def train_rows(self) -> np.ndarray:
+        """The rows trained on: every item, or every user with a training interaction."""
+        m = self.fit_rows_matrix()
+        if self.rows == "items":
+            return np.arange(m.shape[0])
+        return np.flatnonzero(np.diff(m.indptr) > 0)
+
     def train_dataloader(self) -> DataLoader:
         m = self.fit_rows_matrix()
-        ds = _Indices(m.shape[0])
+        row_ids = self.train_rows()
+        ds = _Indices(len(row_ids))
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         schedule = self.schedule or [("train", self.batch_size, 1)]
         return ResumableLoader(
             ds,
             batch_sampler=PhasedBatchSampler(len(ds), schedule, self.seed, rank, world),
-            collate_fn=RowCollate(m),
+            collate_fn=RowCollate(
+                m,
+                None if len(row_ids) == m.shape[0] else row_ids,
+                self.user_features if self.rows == "users" else None,
+            ),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             progress=self._batches_done,
@@ -303,7 +378,7 @@ class RecDataModule(LightningDataModule):
             _Indices(len(users)),
             batch_size=self.eval_batch_size,
             sampler=UnrepeatedDistributedSampler(len(users)),
-            collate_fn=EvalCollate(self.history(stage), target, users),
+            collate_fn=EvalCollate(self.history(stage), target, users, self.user_features),
             num_workers=self.num_workers,
         )
 

@@ -4,16 +4,45 @@ Categorical columns become one-hot blocks (a category never seen among training 
 encodes as all zeros); numeric columns are standardised with the training users' mean and
 std, or one-hot bucketed at given edges. Fitting on training users only keeps held-out
 (cold-start) users from leaking into the encoding.
+
+`join_user_features` attaches a CSV/Parquet keyed by user id to any source's users.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from advrec.errors import AdvrecError
+
+
+def join_user_features(user_ids: np.ndarray, path: str | Path, id_column: str) -> pd.DataFrame:
+    """The rows of the feature file at `path`, one per raw id in `user_ids` (in that order).
+
+    Raises a clear error when the id column is missing or when some users have no row.
+    """
+    from advrec.data.sources import read_table  # sources import this module's users
+
+    table = read_table(path)
+    if id_column not in table.columns:
+        raise AdvrecError(
+            f"{path}: no {id_column!r} column to join users on; columns present: "
+            f"{list(table.columns)}. Set data.features.id_column."
+        )
+    ids = table[id_column].astype(str)
+    if ids.duplicated().any():
+        raise AdvrecError(f"{path}: user id(s) {ids[ids.duplicated()].head(3).tolist()} repeat")
+    wanted = pd.Index([str(u) for u in user_ids])
+    missing = wanted.difference(pd.Index(ids))
+    if len(missing):
+        raise AdvrecError(
+            f"{path}: {len(missing)} user(s) of the interactions have no feature row, e.g. "
+            f"{sorted(missing)[:5]}. Add them to the feature file (or filter them out)."
+        )
+    return table.set_index(ids).reindex(wanted).drop(columns=id_column).reset_index(drop=True)
 
 
 @dataclass
@@ -61,8 +90,20 @@ class FeatureEncoder:
 
     @property
     def dim(self) -> int:
-        n = sum(len(v) for v in self._categories.values())
-        return n + sum(len(self.buckets[c]) + 1 if c in self.buckets else 1 for c in self.numeric)
+        return max((hi for _, hi in self.blocks.values()), default=0)
+
+    @property
+    def blocks(self) -> dict[str, tuple[int, int]]:
+        """Column -> [start, stop) of its block in `transform`'s output."""
+        widths = {c: len(v) for c, v in self._categories.items()}
+        widths.update(
+            {c: len(self.buckets[c]) + 1 if c in self.buckets else 1 for c in self.numeric}
+        )
+        out, lo = {}, 0
+        for c, w in widths.items():
+            out[c] = (lo, lo + w)
+            lo += w
+        return out
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
         """(len(table), dim) float32 features in a fixed column order."""

@@ -180,13 +180,11 @@ class Files(Source):
         threshold: float | None = None,
         duplicates: str = "first",
         kcore: int = 0,
-        user_features: str | None = None,
     ):
         self.path, self.sep, self.header = Path(path), sep, header
         self.columns = {"user": "user", "item": "item", "rating": None, "time": None}
         self.columns.update(dict(columns or {}))
         self.threshold, self.duplicates, self.kcore = threshold, duplicates, kcore
-        self.user_features_path = user_features
         self.name = self.path.name
 
     def load(self) -> Interactions:
@@ -194,7 +192,7 @@ class Files(Source):
         if not self.header:
             df.columns = [str(c) for c in df.columns]
         c = self.columns
-        data = Interactions.from_frame(
+        return Interactions.from_frame(
             df,
             c["user"],
             c["item"],
@@ -205,17 +203,6 @@ class Files(Source):
             kcore=self.kcore,
             source=self.name,
         )
-        if self.user_features_path:
-            feats = read_table(self.user_features_path)
-            if c["user"] not in feats.columns:
-                raise AdvrecError(
-                    f"{self.user_features_path}: no {c['user']!r} column to join on; "
-                    f"columns present: {list(feats.columns)}"
-                )
-            data.user_features = (
-                feats.set_index(c["user"]).reindex(data.user_ids).reset_index(drop=True)
-            )
-        return data
 
 
 FORMATS = {

@@ -3,6 +3,9 @@
 A split is one label per interaction (0 train, 1 validation, 2 test), so every method shares
 the same result type and the same cache file: `<cache_dir>/splits/<key>.npz`, where the key
 hashes the data fingerprint and every parameter that changes the labels.
+
+`cold_users` holds out a seeded share of the *users* with their whole history (cold start:
+nothing of theirs is trained on); as the validation method it holds out further users.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from advrec.errors import AdvrecError
 
 log = logging.getLogger(__name__)
 VAL = 1
-METHODS = ("random_holdout", "user_holdout", "leave_one_out", "temporal", "predefined")
+METHODS = (
+    "random_holdout",
+    "user_holdout",
+    "leave_one_out",
+    "temporal",
+    "cold_users",
+    "predefined",
+)
 
 
 @dataclass
@@ -144,6 +154,10 @@ def _holdout(method, rows, ts, frac, rng) -> np.ndarray:
         if method == "temporal":
             raise AdvrecError("split.method=temporal needs timestamps; this source has none")
     key = rng.random(n)
+    if method == "cold_users":  # a seeded share of the users, with their whole history
+        users = np.unique(rows)
+        chosen = rng.permutation(users)[: int(round(frac * len(users)))]
+        return np.isin(rows, chosen)
     if method == "random_holdout":
         out = np.zeros(n, bool)
         out[rng.permutation(n)[: int(round(frac * n))]] = True

@@ -1,6 +1,7 @@
 """`Recommender`: the LightningModule every model extends; it owns evaluation.
 
-Subclasses implement `score(users, history) -> (B, n_items)`. Validation, test and predict
+Subclasses implement `score(users, history) -> (B, n_items)`, or `score_batch(batch)` when
+they also read the users' encoded features (`batch["features"]`). Validation, test and predict
 steps mask the user's known items (-inf) and feed one `RankingMetrics`, so every model is
 measured by the same code. `ClosedForm` adds one-pass fitting with an optional
 hyper-parameter grid chosen on the validation split (never on the test split).
@@ -37,6 +38,7 @@ class Recommender(LightningModule):
     """Shared full-ranking evaluation; `rows` says whether training rows are users or items."""
 
     rows = "users"
+    uses_features = False  # True: scores come from batch["features"] (can serve new users)
 
     def __init__(self, n_users: int, n_items: int, ks: Sequence[int] = (5, 10, 20)):
         super().__init__()
@@ -56,8 +58,12 @@ class Recommender(LightningModule):
         """Hook run before an evaluation pass with the users' known history (users x items);
         models that score from whole-matrix state (e.g. item-based generators) build it here."""
 
+    def score_batch(self, batch: dict) -> torch.Tensor:
+        """Scores for an evaluation batch; override to read more than users and history."""
+        return self.score(batch["users"], batch["history"])
+
     def masked_scores(self, batch: dict) -> torch.Tensor:
-        scores = self.score(batch["users"], batch["history"]).float()
+        scores = self.score_batch(batch).float()
         return scores.masked_fill(batch["history"] > 0, float("-inf"))
 
     # -- evaluation through the Trainer ----------------------------------------------------

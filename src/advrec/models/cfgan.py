@@ -8,6 +8,11 @@ D tells [c ; c] (real) from [c ; G(c) * mask] (fake). Masking schemes:
 N^ZR and N^PM are independent samples of S% (s_zr, s_pm) of the row's *unobserved* entries,
 resampled every epoch. One epoch = `d_steps` passes of D over all rows at `batch_size_d`, then
 `g_steps` passes of G at `batch_size_g` (the authors' schedule, served by the DataModule).
+
+`condition` (user rows) says what G and D are conditioned on: `history` (c = the user's
+vector, the paper), `history+features` (c = [vector ; encoded features]) or `features`
+(c = the features alone: cold start, a preference vector for someone never seen). D always
+sees [c ; real or masked generated vector].
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from advrec.models.base import Recommender
 from advrec.models.nets import l2, mlp
 
 SCHEMES = ("ZR", "PM", "ZP")
+CONDITIONS = ("history", "history+features", "features")
 ZR, PM = 0, 1  # salts of the two negative samples
 D_PHASE, G_PHASE = 0, 1
 
@@ -89,6 +95,8 @@ class CFGAN(Recommender):
         n_items: int,
         rows: str = "items",
         scheme: str = "ZP",
+        condition: str = "history",
+        n_features: int = 0,
         s_zr: float = 70.0,
         s_pm: float = 70.0,
         alpha: float = 0.03,
@@ -118,15 +126,46 @@ class CFGAN(Recommender):
             raise AdvrecError(f"model.scheme={scheme!r}: choose one of {SCHEMES}")
         if rows not in ("users", "items"):
             raise AdvrecError(f"model.rows={rows!r}: choose users or items")
+        self._check_condition(condition, rows, n_features)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.rows = rows
+        self.uses_features = condition != "history"
         n = n_items if rows == "users" else n_users  # length of one row vector
-        self.generator = mlp([n + noise_dim, *g_hidden, n], g_act, g_out_act)
-        self.discriminator = mlp([2 * n, *d_hidden, 1], d_act, "none")
+        c = {"history": n, "history+features": n + n_features, "features": n_features}[condition]
+        self.generator = mlp([c + noise_dim, *g_hidden, n], g_act, g_out_act)
+        self.discriminator = mlp([c + n, *d_hidden, 1], d_act, "none")
         self._all_scores: torch.Tensor | None = None
         self._epoch_masks: dict[int, torch.Tensor] = {}  # salt -> (rows, n) bool, this epoch
         self._sums: dict[str, list] = {}  # epoch statistics, summed on the device
+
+    @staticmethod
+    def _check_condition(condition: str, rows: str, n_features: int) -> None:
+        if condition not in CONDITIONS:
+            raise AdvrecError(f"model.condition={condition!r}: choose one of {CONDITIONS}")
+        if condition == "history":
+            return
+        if rows != "users":
+            raise AdvrecError(
+                f"model.condition={condition} conditions users on their features; "
+                "set model.rows=users"
+            )
+        if n_features == 0:
+            raise AdvrecError(
+                f"model.condition={condition} needs user features, and the data has none "
+                "configured: set data.features.categorical / numeric (and data.features.path "
+                "for a CSV keyed by user id)"
+            )
+
+    def condition_of(self, x: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """c for rows `x` (dense vectors) and their encoded `features`."""
+        kind = self.hparams.condition
+        if kind == "history":
+            return x
+        if features is None:
+            raise AdvrecError(f"model.condition={kind}: the batch carries no user features")
+        f = features.to(x.dtype)
+        return f if kind == "features" else torch.cat([x, f], 1)
 
     # -- schedule and optimisers -----------------------------------------------------------
     @property
@@ -206,28 +245,31 @@ class CFGAN(Recommender):
         m = self.trainer.datamodule.fit_rows_matrix()
         rows = torch.linspace(0, m.shape[0] - 1, min(max_rows, m.shape[0])).long()
         x = dense_rows(m, rows.numpy()).to(self.device)
+        feats = self.trainer.datamodule.user_features if self.uses_features else None
+        cond = self.condition_of(x, None if feats is None else feats[rows].to(self.device))
         was_training = self.training
         self.eval()
-        top = self.generate(x).topk(min(self.hparams.collapse_k, x.shape[1]), dim=1).indices
+        top = self.generate(cond).topk(min(self.hparams.collapse_k, x.shape[1]), dim=1).indices
         self.train(was_training)
         return x.gather(1, top).gt(0).float().mean()
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x, rows = batch["x"], batch["rows"]
+        cond = self.condition_of(x, batch.get("features"))
         opt_g, opt_d = self.optimizers()
         if batch["phase"] == D_PHASE:
-            self._d_step(x, self.fake_mask(rows, x), opt_d)
+            self._d_step(x, cond, self.fake_mask(rows, x), opt_d)
         else:
-            self._g_step(x, self.fake_mask(rows, x), self.zr_mask(rows, x), opt_g)
+            self._g_step(x, cond, self.fake_mask(rows, x), self.zr_mask(rows, x), opt_g)
 
-    def _d_step(self, x, fake_mask, opt_d) -> None:
+    def _d_step(self, x, cond, fake_mask, opt_d) -> None:
         h = self.hparams
 
         def loss_fn():
             with torch.no_grad():
-                fake = self.generate(x) * fake_mask
-            d_real = self.discriminator(torch.cat([x, x], 1))
-            d_fake = self.discriminator(torch.cat([x, fake], 1))
+                fake = self.generate(cond) * fake_mask
+            d_real = self.discriminator(torch.cat([cond, x], 1))
+            d_fake = self.discriminator(torch.cat([cond, fake], 1))
             loss = (
                 F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                 + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
@@ -241,14 +283,14 @@ class CFGAN(Recommender):
         loss, stats = self.manual_step(opt_d, loss_fn)
         self._track(len(x), d_loss=loss, **stats)
 
-    def _g_step(self, x, fake_mask, zr_mask, opt_g) -> None:
+    def _g_step(self, x, cond, fake_mask, zr_mask, opt_g) -> None:
         h = self.hparams
 
         def loss_fn():
-            g = self.generate(x)
+            g = self.generate(cond)
             zr = (g.pow(2) * zr_mask).sum(1).mean() if zr_mask is not None else g.new_zeros(())
             if h.adversarial:
-                d_fake = self.discriminator(torch.cat([x, g * fake_mask], 1))
+                d_fake = self.discriminator(torch.cat([cond, g * fake_mask], 1))
                 fit = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
             else:  # ablation: G alone learns to reproduce the masked entries (1 on e, 0 on k)
                 fit = ((g - x).pow(2) * fake_mask).sum(1).mean()
@@ -272,9 +314,14 @@ class CFGAN(Recommender):
             out[:, lo : lo + len(idx)] = self.generate(cond).float().T
         self._all_scores = out
 
+    def score_batch(self, batch: dict) -> torch.Tensor:
+        if self.rows == "users":
+            return self.generate(self.condition_of(batch["history"], batch.get("features")))
+        return self.score(batch["users"], batch["history"])
+
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         if self.rows == "users":
-            return self.generate(history)
+            return self.generate(self.condition_of(history, None))
         if self._all_scores is None:
             raise RuntimeError("call prepare_scoring(history) before scoring an item-based CFGAN")
         return self._all_scores[users]
