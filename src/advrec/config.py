@@ -1,8 +1,15 @@
 """Where the Hydra configs live: the source checkout's conf/ (editable installs), else the
-copy a wheel installs under <prefix>/share/advrec/conf."""
+copy a wheel installs under <prefix>/share/advrec/conf; and advrec's config resolvers."""
 
 import sys
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# ${advrec.repeat:300,2} -> [300, 300]: layer sizes from "units" and "layers" sweep knobs
+OmegaConf.register_new_resolver(
+    "advrec.repeat", lambda value, times: [value] * int(times), replace=True
+)
 
 
 def conf_dir() -> str:

@@ -1,0 +1,24 @@
+"""Hydra finds sweepers only in the `hydra_plugins` namespace; the logic is `advrec.sweep`."""
+
+from __future__ import annotations
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class AdvrecOptunaSweeper(Sweeper):
+    """Seeded TPE over a Hydra sweep grammar search space, resumable; see `advrec.sweep`."""
+
+    def __init__(self, **kwargs) -> None:
+        from advrec.sweep import OptunaSearch
+
+        self.search = OptunaSearch(**kwargs)
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> dict:
+        return self.search.sweep(arguments)

@@ -1,0 +1,158 @@
+"""The Optuna sweeper (search-space grammar, storages, interrupted-and-resumed sweep) and the
+W&B sweep files."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from advrec.config import CONF_DIR
+from advrec.sweep import INTERRUPTED, open_storage, search_space
+from tests.conftest import REPO, run_cli
+
+SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
+
+
+def test_search_space_grammar():
+    space, fixed = search_space(
+        [
+            "a=int(interval(10, 90))",
+            "f=interval(10, 90)",
+            "b=tag(log, interval(1e-4, 5e-3))",
+            "c=range(1, 5)",
+            "d=choice(50, 100)",
+            "e=interval(0.0, 1.0)",
+            "model.search=null",
+        ]
+    )
+    assert space["a"] == IntDistribution(10, 90)
+    assert space["b"] == FloatDistribution(1e-4, 5e-3, log=True)
+    assert space["c"] == IntDistribution(1, 4)  # range stops before its end, as in Hydra
+    assert space["d"] == CategoricalDistribution([50, 100])
+    assert space["e"] == FloatDistribution(0.0, 1.0)
+    assert space["f"] == FloatDistribution(10.0, 90.0)  # Hydra's intervals are float unless int()
+    assert fixed == {"model.search": "null"}
+
+
+@pytest.mark.parametrize("url", ["journal", "sqlite"])
+def test_storages_persist_a_study_with_the_installed_versions(tmp_path, url):
+    import optuna
+
+    where = str(tmp_path / "s.journal") if url == "journal" else f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=open_storage(where), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    again = optuna.load_study(study_name="s", storage=open_storage(where))
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_every_search_space_composes_into_valid_overrides(name):
+    """Each hparams_search config composes, and its lowest values are valid overrides."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        base = compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+        space, fixed = search_space(
+            [f"{k}={'null' if v is None else v}" for k, v in base.hydra.sweeper.params.items()]
+        )
+        assert len(space) >= 1
+        lows = [
+            f"{k}={d.choices[0] if isinstance(d, CategoricalDistribution) else d.low}"
+            for k, d in space.items()
+        ]
+        cfg = compose("train", overrides=[f"hparams_search={name}", *lows])
+        assert cfg.model._target_.lower().endswith(name.replace("itemknn", "itemknn"))
+        for key in space:
+            node = cfg
+            for part in key.split("."):
+                node = node[part]  # every searched key exists in the composed config
+
+
+def _sweep_cmd(sweep: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "advrec.train",
+        "-m",
+        "data=synthetic",
+        "data.source.n_users=150",
+        "data.source.n_items=80",
+        "data.source.n_interactions=2000",
+        "model=ease",
+        "hparams_search=ease",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_startup_trials=2",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    ]
+
+
+def test_interrupted_optuna_sweep_resumes_and_finishes_its_budget(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen(
+        _sweep_cmd(sweep),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not (sweep / "1_local").exists() and time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # trial 1 is running: the worst moment to die
+    proc.wait()
+    assert (sweep / "0_local" / "metrics.json").is_file()
+    assert not (sweep / "1_local" / "metrics.json").exists()
+
+    result = run_cli("train", *_sweep_cmd(sweep)[3:], cwd=tmp_path)  # the same command again
+    assert "1 interrupted trial(s) queued again" in result.stdout + result.stderr
+
+    study = optuna.load_study(
+        study_name="ease_synthetic", storage=open_storage(sweep / "optuna.journal")
+    )
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3  # the budget, counted across both invocations
+    params = [t.params["model.lam"] for t in complete]
+    assert len(set(params)) == 3  # nothing ran twice
+    cut = study.trials[1]
+    assert cut.state == TrialState.FAIL and cut.user_attrs[INTERRUPTED]
+    assert cut.params in [t.params for t in complete]  # ...but the cut-off one got its turn
+    assert len(list(sweep.glob("*/metrics.json"))) == 3
+    assert (sweep / "optuna_best.yaml").is_file()
+
+
+WANDB_SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", WANDB_SWEEPS, ids=lambda p: p.stem)
+def test_wandb_sweep_files_are_valid_hydra_commands(path):
+    spec = yaml.safe_load(path.read_text())
+    assert spec["method"] == "bayes"
+    assert spec["metric"] == {"name": "val/ndcg@10", "goal": "maximize"}
+    assert "${args_no_hyphens}" in spec["command"]
+    fixed = [a for a in spec["command"] if "=" in a and not a.startswith("$")]
+    overrides = []
+    for key, p in spec["parameters"].items():
+        value = p["values"][0] if "values" in p else p.get("min", p.get("value"))
+        overrides.append(f"{key}={value}")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*fixed, *overrides])
+    for key in spec["parameters"]:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+
+
+def test_the_wandb_sweeps_cover_the_optuna_spaces():
+    assert sorted(p.stem for p in WANDB_SWEEPS) == SEARCHES
