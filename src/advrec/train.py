@@ -59,6 +59,7 @@ def train(cfg: DictConfig) -> dict:
 
     metrics = {
         "model": cls.__name__,
+        "label": cfg.get("label") or cls.__name__,
         "data": cfg.data.name,
         "protocol": cfg.protocol.name,
         "optimistic": bool(cfg.protocol.optimistic),

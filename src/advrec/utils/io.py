@@ -14,6 +14,9 @@ def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the group
     try:
         with os.fdopen(fd, "w", newline="") as f:
             write(f)
@@ -30,3 +33,7 @@ def write_json(path: Path | str, obj: dict) -> Path:
 
 def write_csv(path: Path | str, df: pd.DataFrame) -> Path:
     return _atomic(Path(path), lambda f: df.to_csv(f, index=False))
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    return _atomic(Path(path), lambda f: f.write(text))

@@ -1,0 +1,277 @@
+"""advrec-report: the metrics.json of a set of runs -> a results table (markdown + CSV) and
+plots (metric@K curves per model, GAN training curves), optionally logged to W&B.
+
+    advrec-report runs=multirun/benchmark_ml100k            # a multirun folder
+    advrec-report 'runs=[outputs/2026-*/*,multirun/x]' out=report group_by=[label,data]
+
+Runs are grouped by `group_by` (dotted keys of metrics.json, e.g. `hparams.condition`); each
+cell is the mean +- sample std over the group's runs (seeds), and the best mean of every
+column is in bold.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from advrec.config import CONF_DIR
+from advrec.errors import AdvrecError
+from advrec.utils.console import console, user_errors
+from advrec.utils.io import write_csv, write_text
+
+log = logging.getLogger(__name__)
+GAN_CURVES = (("train/d_loss", "D loss"), ("train/g_loss", "G loss"))
+D_CURVES = (("train/D_real", "D(real)"), ("train/D_fake", "D(fake)"))
+
+
+def find_runs(patterns: Sequence[str]) -> list[Path]:
+    """metrics.json files under folders (recursively) or matched by globs, sorted."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        matches = [Path(p) for p in glob.glob(str(pattern), recursive=True)] or [Path(pattern)]
+        for m in matches:
+            if m.is_file() and m.name == "metrics.json":
+                found.add(m.resolve())
+            elif m.is_dir():
+                found.update(p.resolve() for p in m.rglob("metrics.json"))
+    if not found:
+        raise AdvrecError(
+            f"no metrics.json under {list(patterns)}; point runs= at run or multirun folders"
+        )
+    return sorted(found)
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
+    """One row per run: the group keys, every test/val metric, seed, wall time, folder."""
+    rows = []
+    for path in paths:
+        m = json.loads(path.read_text())
+        m.setdefault("label", m.get("model"))
+        row = {key: str(_get(m, key)) for key in group_by}
+        row.update({k: v for k, v in m.items() if isinstance(v, (int, float)) and "/" in k})
+        row.update(
+            seed=m.get("seed"),
+            wall_time_s=m.get("wall_time_s"),
+            optimistic=m.get("optimistic", False),
+            run=str(path.parent),
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_table(
+    runs: pd.DataFrame, group_by: Sequence[str], columns: Sequence[str]
+) -> pd.DataFrame:
+    """Mean, sample std and run count per group for `columns` (e.g. test/ndcg@20)."""
+    missing = [c for c in columns if c not in runs.columns]
+    if missing:
+        raise AdvrecError(
+            f"metric(s) {missing} are in none of the runs; available: "
+            f"{sorted(c for c in runs.columns if c.startswith('test/'))}"
+        )
+    grouped = runs.groupby(list(group_by), sort=False)
+    out = grouped[list(columns)].agg(["mean", "std"])
+    out.columns = [f"{c}_{stat}" for c, stat in out.columns]
+    out.insert(0, "n_runs", grouped.size())
+    out["wall_time_s_mean"] = grouped["wall_time_s"].mean()
+    out["optimistic"] = grouped["optimistic"].any()
+    for c in columns:
+        out[f"{c}_best"] = out[f"{c}_mean"] == out[f"{c}_mean"].max()
+    return out.reset_index()
+
+
+def to_markdown(table: pd.DataFrame, group_by: Sequence[str], columns: Sequence[str]) -> str:
+    """A GitHub table: mean ± std (n = runs), the best mean per column in bold."""
+    head = [*group_by, "runs", *columns, "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [str(r[g]) for g in group_by] + [str(int(r["n_runs"]))]
+        for c in columns:
+            mean, std = r[f"{c}_mean"], r[f"{c}_std"]
+            cell = f"{mean:.4f}" + (f" ± {std:.4f}" if np.isfinite(std) else "")
+            cells.append(f"**{cell}**" if r[f"{c}_best"] else cell)
+        cells.append(f"{r['wall_time_s_mean']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if table["optimistic"].any():
+        lines.append("\nRows from an optimistic protocol (test-selected) are not comparable.")
+    return "\n".join(lines) + "\n"
+
+
+def _label(key: tuple | str) -> str:
+    return " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str], out: Path):
+    """One panel per metric: test metric@K against K, a line per group (mean ± std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        cols = sorted(
+            (c for c in runs.columns if c.startswith(f"test/{metric}@")),
+            key=lambda c: int(c.split("@")[1]),
+        )
+        ks = [int(c.split("@")[1]) for c in cols]
+        for key, g in runs.groupby(list(group_by), sort=False):
+            mean, std = g[cols].mean().to_numpy(), g[cols].std().fillna(0).to_numpy()
+            ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=_label(key))
+        ax.set_xlabel("K (length of the recommendation list)")
+        ax.set_ylabel(f"{metric.upper() if metric == 'ndcg' else metric.title()}@K (test)")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Test metrics at K (mean ± std over runs)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(run_dir: Path) -> pd.DataFrame | None:
+    """Per-epoch training and validation values from a run's CSV log (None without one)."""
+    csvs = sorted(run_dir.glob("csv/**/metrics.csv"))
+    if not csvs:
+        return None
+    log_df = pd.read_csv(csvs[-1])
+    if "epoch" not in log_df or "train/d_loss" not in log_df:
+        return None
+    keep = [c for c in log_df.columns if c.startswith(("train/", "val/ndcg"))]
+    curves = log_df.groupby("epoch")[keep].first()
+    trained = curves["train/d_loss"].dropna().index
+    return curves.loc[curves.index <= trained.max()]  # not the re-validation after the fit
+
+
+def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) -> bool:
+    """Losses, D(real) / D(fake) and validation NDCG@10 per epoch for the GAN runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for key, g in runs.groupby(list(group_by), sort=False):
+        frames = [c for c in (training_curves(Path(r)) for r in g["run"]) if c is not None]
+        if frames:
+            curves[_label(key)] = pd.concat(frames).groupby(level=0).mean()
+    if not curves:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for i, (name, c) in enumerate(curves.items()):
+        color = f"C{i}"
+        for (col, what), style in zip(GAN_CURVES, ("-", "--"), strict=True):
+            if col in c:
+                axes[0].plot(c.index, c[col], style, color=color, label=f"{name}: {what}")
+        for (col, what), style in zip(D_CURVES, ("-", "--"), strict=True):
+            if col in c:
+                axes[1].plot(c.index, c[col], style, color=color, label=f"{name}: {what}")
+        if "val/ndcg@10" in c:
+            val = c["val/ndcg@10"].dropna()
+            axes[2].plot(val.index, val, "o-", color=color, label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    titles = ("Training losses", "Discriminator outputs", "Validation")
+    ylabels = ("loss (epoch mean)", "mean D output (probability)", "NDCG@10 (validation)")
+    for ax, title, ylabel in zip(axes, titles, ylabels, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def make_report(
+    runs: Sequence[str],
+    out: str | Path,
+    group_by: Sequence[str] = ("label",),
+    metrics: Sequence[str] = ("precision", "recall", "ndcg"),
+    k: int = 20,
+    curves: Sequence[str] = ("ndcg", "recall"),
+    wandb: bool = False,
+) -> pd.DataFrame:
+    """Write report.md, report.csv, runs.csv and the PNG plots into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = load_runs(find_runs(runs), group_by)
+    columns = [f"test/{m}@{k}" for m in metrics]
+    table = summary_table(frame, group_by, columns)
+    markdown = to_markdown(table, group_by, columns)
+    write_text(out / "report.md", markdown)
+    write_csv(out / "report.csv", table)
+    write_csv(out / "runs.csv", frame)
+    plots = [out / "metrics_at_k.png"]
+    plot_at_k(frame, group_by, curves, plots[0])
+    if plot_gan_training(frame, group_by, out / "gan_training.png"):
+        plots.append(out / "gan_training.png")
+    if wandb:
+        _log_wandb(table, plots, out)
+    print(markdown)
+    console.print(f"{len(frame)} runs -> {out}/report.md, report.csv, {len(plots)} plot(s)")
+    return table
+
+
+def _log_wandb(table: pd.DataFrame, plots: list[Path], out: Path) -> None:
+    import wandb
+
+    run = wandb.init(job_type="report", dir=str(out), config={"out": str(out)})
+    run.log({"report": wandb.Table(dataframe=table.astype({c: str for c in table.columns}))})
+    run.log({p.stem: wandb.Image(str(p)) for p in plots})
+    run.finish()
+
+
+class ReportCallback(Callback):
+    """Hydra callback: after a multirun, report on its sweep folder (into <sweep>/report)."""
+
+    def __init__(self, **options) -> None:
+        self.options = options
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        make_report([str(sweep)], sweep / "report", **self.options)
+
+
+@user_errors
+def report(cfg: DictConfig) -> pd.DataFrame:
+    runs = cfg.runs if OmegaConf.is_list(cfg.runs) else [cfg.runs]
+    return make_report(
+        [str(r) for r in runs],
+        cfg.out,
+        group_by=list(cfg.group_by),
+        metrics=list(cfg.metrics),
+        k=int(cfg.k),
+        curves=list(cfg.curves),
+        wandb=bool(cfg.wandb),
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+def main(cfg: DictConfig) -> None:
+    report(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""A tiny multirun through the basic sweeper, then advrec-report on it."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from advrec.report import find_runs, load_runs, summary_table, to_markdown
+from tests.conftest import run_cli
+
+TINY = [
+    "data=synthetic",
+    "data.source.n_users=120",
+    "data.source.n_items=60",
+    "data.source.n_interactions=1500",
+]
+
+
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("multirun")
+    run_cli(
+        "train",
+        "-m",
+        *TINY,
+        "model=pop,ease,cfgan",
+        "seed=1,2",
+        "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=1",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        cwd=sweep,
+    )
+    return sweep
+
+
+def test_basic_sweeper_runs_every_combination(multirun):
+    found = find_runs([str(multirun)])
+    assert len(found) == 6
+    runs = [json.loads(p.read_text()) for p in found]
+    assert sorted((r["label"], r["seed"]) for r in runs) == sorted(
+        (m, s) for m in ("TopPop", "EASE", "CFGAN") for s in (1, 2)
+    )
+
+
+@pytest.fixture(scope="module")
+def report(multirun, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    run_cli("report", f"runs={multirun}", f"out={out}", cwd=out)
+    return out
+
+
+def test_report_table_equals_the_runs_metrics(multirun, report):
+    table = pd.read_csv(report / "report.csv")
+    runs = [json.loads(p.read_text()) for p in multirun.rglob("metrics.json")]
+    for label in ("TopPop", "EASE", "CFGAN"):
+        mine = [r for r in runs if r["label"] == label]
+        row = table[table["label"] == label].iloc[0]
+        assert row["n_runs"] == 2
+        for metric in ("precision", "recall", "ndcg"):
+            values = pd.Series([r[f"test/{metric}@20"] for r in mine])
+            assert row[f"test/{metric}@20_mean"] == pytest.approx(values.mean(), abs=1e-9)
+            assert row[f"test/{metric}@20_std"] == pytest.approx(values.std(), abs=1e-9)
+    best = table.loc[table["test/ndcg@20_mean"].idxmax(), "label"]
+    assert table.set_index("label").loc[best, "test/ndcg@20_best"]
+    markdown = (report / "report.md").read_text()
+    assert markdown.count("**") == 2 * 3  # one bold cell per metric column
+    assert f"| {best} | 2 | " in markdown
+
+
+def test_report_plots_are_written_pngs(report):
+    for name in ("metrics_at_k.png", "gan_training.png"):
+        data = (report / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_group_by_any_metrics_key_and_std_of_one_run(tmp_path):
+    for i, (cond, ndcg) in enumerate([("a", 0.3), ("a", 0.5), ("b", 0.2)]):
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        metrics = {"model": "CFGAN", "hparams": {"condition": cond}, "test/ndcg@20": ndcg}
+        (run / "metrics.json").write_text(json.dumps({**metrics, "wall_time_s": 1.0}))
+    frame = load_runs(find_runs([str(tmp_path / "r*")]), ["label", "hparams.condition"])
+    table = summary_table(frame, ["label", "hparams.condition"], ["test/ndcg@20"])
+    assert table["test/ndcg@20_mean"].tolist() == pytest.approx([0.4, 0.2])
+    md = to_markdown(table, ["label", "hparams.condition"], ["test/ndcg@20"])
+    assert "| CFGAN | a | 2 | **0.4000 ± 0.1414** |" in md
+    assert "| CFGAN | b | 1 | 0.2000 |" in md  # one run: no std
+
+
+def test_report_errors_are_clear(tmp_path):
+    proc = run_cli("report", f"runs={tmp_path}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no metrics.json under" in proc.stderr
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"model": "X", "test/ndcg@20": 0.1}))
+    proc = run_cli("report", f"runs={tmp_path}", "k=50", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "['test/precision@50'" in proc.stderr
