@@ -223,6 +223,19 @@ def test_feature_conditioned_cfgan_through_hydra(files, tmp_path, condition):
         f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
     )
+    new = pd.DataFrame({"user": ["n1", "n2"], "group": ["g1", "g3"], "colour": ["red"] * 2})
+    new.assign(age=[20.0, 60.0]).to_csv(tmp_path / "new.csv", index=False)
+    run_cli(
+        "recommend",
+        f"ckpt_path={tmp_path / 'checkpoints' / 'final.ckpt'}",
+        f"new_users_file={tmp_path / 'new.csv'}",
+        "k=3",
+        f"output={tmp_path / 'recs.csv'}",
+        cwd=tmp_path,
+    )
+    recs = pd.read_csv(tmp_path / "recs.csv")
+    assert recs["user_id"].tolist() == ["n1"] * 3 + ["n2"] * 3
+    assert recs["item_id"].str.fullmatch(r"i\d+").all()  # raw item ids
 
 
 def test_recommend_for_brand_new_users_from_a_features_csv(files, tmp_path):
