@@ -84,6 +84,15 @@ def test_cold_users_are_not_trained_on_and_rank_every_item():
     assert torch.equal(train_batch["features"], dm.user_features[train_batch["rows"]])
 
 
+def test_only_cold_start_splits_drop_users_from_training():
+    warm = RecDataModule(
+        source=GroupTaste(), split={"method": "random_holdout", "test_fraction": 0.9}, seed=0
+    )
+    warm.setup()
+    assert (np.diff(warm.train_matrix.indptr) == 0).any()  # users without training items...
+    assert len(warm.train_rows()) == warm.n_users  # ...still train, as they always have
+
+
 def test_encoder_never_sees_held_out_users():
     source = GroupTaste()
     split = make_split(source.load(), method="cold_users", test_fraction=0.2, seed=0)

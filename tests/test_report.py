@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from advrec.report import find_runs, load_runs, summary_table, to_markdown
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 TINY = [
     "data=synthetic",
@@ -96,3 +96,49 @@ def test_report_errors_are_clear(tmp_path):
     (run / "metrics.json").write_text(json.dumps({"model": "X", "test/ndcg@20": 0.1}))
     proc = run_cli("report", f"runs={tmp_path}", "k=50", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "['test/precision@50'" in proc.stderr
+
+
+def test_report_logs_table_and_plots_to_wandb_offline(multirun, tmp_path, monkeypatch):
+    from advrec.report import make_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    make_report([str(multirun)], tmp_path, wandb=True)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = {p.name.split("_")[0] for p in runs[0].rglob("*.png")}
+    assert {"metrics", "gan"} <= media  # metrics_at_k and gan_training were logged
+
+
+def test_benchmark_lists_every_tuned_model():
+    from hydra import compose, initialize_config_dir
+
+    from advrec.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", ["experiment=benchmark_ml100k"], return_hydra_config=True)
+        tuned = cfg.hydra.sweeper.params.tuned.split(",")
+        assert sorted(tuned) == sorted(p.stem for p in (REPO / "conf" / "tuned").glob("*.yaml"))
+        labels = set()
+        for name in tuned:
+            one = compose("train", ["experiment=benchmark_ml100k", f"tuned={name}"])
+            assert one.data.name == "cfgan_ml100k" and one.protocol.name == "validated"
+            assert one.model.get("search") is None  # tuned values are fixed, not re-searched
+            labels.add(one.label)
+        assert len(labels) == len(tuned)  # one report row per model
+
+
+def test_benchmark_runs_every_seed_then_reports(tmp_path):
+    sweep = tmp_path / "bench"
+    run_cli(
+        "train",
+        "experiment=benchmark_ml100k",  # a multirun by itself (hydra.mode=MULTIRUN)
+        *TINY,
+        "tuned=toppop_cfgan_ml100k,ease_cfgan_ml100k",  # the command line narrows the sweep
+        "seed=1,2",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    table = pd.read_csv(sweep / "report" / "report.csv").set_index("label")
+    assert table.loc["TopPop", "n_runs"] == 2 and table.loc["EASE^R", "n_runs"] == 2
+    assert (sweep / "report" / "metrics_at_k.png").stat().st_size > 10_000

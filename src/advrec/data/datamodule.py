@@ -189,8 +189,8 @@ class RecDataModule(LightningDataModule):
     """Source -> split -> loaders.
 
     Training batches are row-index batches (rows are users, or items for item-based models)
-    with dense rows built per batch from the CSR; users with no training interaction (held
-    out whole by a cold-start split) are not training rows. Evaluation batches are users with
+    with dense rows built per batch from the CSR; users a cold-start split holds out whole
+    are not training rows. Evaluation batches are users with
     their history (to mask) and their held-out items; under DDP every user is seen exactly
     once. At test time the history is train + validation.
 
@@ -338,9 +338,10 @@ class RecDataModule(LightningDataModule):
         return self._items_by_users
 
     def train_rows(self) -> np.ndarray:
-        """The rows trained on: every item, or every user with a training interaction."""
+        """The rows trained on: every row, except the users a cold-start split held out."""
         m = self.fit_rows_matrix()
-        if self.rows == "items":
+        cold = "cold_users" in (self.split_cfg.get("method"), self.split_cfg.get("val_method"))
+        if self.rows == "items" or not cold:
             return np.arange(m.shape[0])
         return np.flatnonzero(np.diff(m.indptr) > 0)
 
