@@ -14,6 +14,8 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,10 +72,16 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
             seed=m.get("seed"),
             wall_time_s=m.get("wall_time_s"),
             optimistic=m.get("optimistic", False),
-            run=str(path.parent),
+            run=_relative(path.parent),
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _relative(path: Path) -> str:
+    """The path from the working folder when it lies below it (reports travel better)."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def summary_table(
@@ -139,9 +147,10 @@ def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str
         ax.set_ylabel(f"{metric.upper() if metric == 'ndcg' else metric.title()}@K (test)")
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9)
     fig.suptitle("Test metrics at K (mean ± std over runs)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
@@ -174,30 +183,32 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
             curves[_label(key)] = pd.concat(frames).groupby(level=0).mean()
     if not curves:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for i, (name, c) in enumerate(curves.items()):
-        color = f"C{i}"
-        for (col, what), style in zip(GAN_CURVES, ("-", "--"), strict=True):
-            if col in c:
-                axes[0].plot(c.index, c[col], style, color=color, label=f"{name}: {what}")
-        for (col, what), style in zip(D_CURVES, ("-", "--"), strict=True):
-            if col in c:
-                axes[1].plot(c.index, c[col], style, color=color, label=f"{name}: {what}")
-        if "val/ndcg@10" in c:
-            val = c["val/ndcg@10"].dropna()
-            axes[2].plot(val.index, val, "o-", color=color, label=name)
     from matplotlib.ticker import MaxNLocator
 
-    titles = ("Training losses", "Discriminator outputs", "Validation")
+    # one row per model: their losses live on different scales
+    fig, axes = plt.subplots(len(curves), 3, figsize=(16, 3.8 * len(curves)), squeeze=False)
+    titles = ("training losses", "discriminator outputs", "validation")
     ylabels = ("loss (epoch mean)", "mean D output (probability)", "NDCG@10 (validation)")
-    for ax, title, ylabel in zip(axes, titles, ylabels, strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    for row, (name, c) in zip(axes, curves.items(), strict=True):
+        for (col, what), style in zip(GAN_CURVES, ("-", "--"), strict=True):
+            if col in c:
+                row[0].plot(c.index, c[col], style, color="C0", label=what)
+        for (col, what), style in zip(D_CURVES, ("-", "--"), strict=True):
+            if col in c:
+                row[1].plot(c.index, c[col], style, color="C1", label=what)
+        if "val/ndcg@10" in c:
+            val = c["val/ndcg@10"].dropna()
+            row[2].plot(val.index, val, "o-", color="C2", markersize=3, label="NDCG@10")
+        for ax, title, ylabel in zip(row, titles, ylabels, strict=True):
+            ax.set_title(f"{name}: {title}", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "not logged by this model", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
