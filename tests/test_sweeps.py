@@ -131,6 +131,11 @@ def test_interrupted_optuna_sweep_resumes_and_finishes_its_budget(tmp_path):
     assert len(list(sweep.glob("*/metrics.json"))) == 3
     assert (sweep / "optuna_best.yaml").is_file()
 
+    other = [a.replace("n_users=150", "n_users=151") for a in _sweep_cmd(sweep)[3:]]
+    proc = run_cli("train", *other, cwd=tmp_path, check=False)  # not the same sweep
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "advrec: error: study 'ease_synthetic' was started with the overrides" in proc.stderr
+
 
 WANDB_SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 

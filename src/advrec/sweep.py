@@ -94,6 +94,21 @@ def reclaim_interrupted(study) -> int:
     return n
 
 
+def _check_same_sweep(study, arguments: Sequence[str]) -> None:
+    """A study resumes only under the overrides it started with (else it would mix runs of
+    different configurations in one ranking)."""
+    overrides = sorted(arguments)
+    stored = study.user_attrs.get("overrides")
+    if stored is None:
+        study.set_user_attr("overrides", overrides)
+    elif stored != overrides:
+        raise AdvrecError(
+            f"study {study.study_name!r} was started with the overrides {stored}, not "
+            f"{overrides}; resume it with those, or start another study "
+            "(hydra.sweeper.study_name=... or hydra.sweep.dir=...)"
+        )
+
+
 def spent(study) -> int:
     """Trials that count toward the budget: finished ones, not those cut off by a crash."""
     from optuna.trial import TrialState
@@ -146,6 +161,7 @@ class OptunaSearch:
             direction=self.direction,
             load_if_exists=True,
         )
+        _check_same_sweep(study, arguments)
         reclaimed = reclaim_interrupted(study)
         # a resumed study gets a fresh random stream, so it cannot redraw earlier trials
         study.sampler = optuna.samplers.TPESampler(

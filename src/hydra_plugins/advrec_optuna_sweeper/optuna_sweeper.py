@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -21,4 +23,10 @@ class AdvrecOptunaSweeper(Sweeper):
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> dict:
-        return self.search.sweep(arguments)
+        from advrec.errors import AdvrecError
+
+        try:
+            return self.search.sweep(arguments)
+        except AdvrecError as e:  # a user's mistake: one line, no traceback
+            print(f"advrec: error: {e}", file=sys.stderr)
+            sys.exit(2)
