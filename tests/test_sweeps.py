@@ -161,3 +161,22 @@ def test_wandb_sweep_files_are_valid_hydra_commands(path):
 
 def test_the_wandb_sweeps_cover_the_optuna_spaces():
     assert sorted(p.stem for p in WANDB_SWEEPS) == SEARCHES
+
+
+def test_too_many_failed_trials_stop_the_sweep(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from advrec.errors import AdvrecError
+    from advrec.sweep import OptunaSearch
+
+    search = OptunaSearch(max_failure_rate=0.5)
+    search.sweep_dir = tmp_path
+    study = optuna.create_study(direction="maximize")
+    for state in (TrialState.COMPLETE, TrialState.FAIL):
+        trial = study.ask({"x": FloatDistribution(0, 1)})
+        study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    search._check_failures(study)  # 1 of 2 failed: at the limit, goes on
+    study.tell(study.ask({"x": FloatDistribution(0, 1)}), state=TrialState.FAIL)
+    with pytest.raises(AdvrecError, match="2 of 3 trials failed"):
+        search._check_failures(study)
