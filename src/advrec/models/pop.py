@@ -116,6 +116,8 @@ class GroupPop(ClosedForm):
         if not self._state:
             raise RuntimeError("GroupPop is not fitted")
         f = batch["features"]
+        if self._state["keys"][0].device != f.device:  # loaded on the CPU, scoring elsewhere
+            self._state = {k: [t.to(f.device) for t in v] for k, v in self._state.items()}
         out = torch.empty(len(f), self.n_items, device=f.device)
         todo = torch.ones(len(f), dtype=torch.bool, device=f.device)
         last = len(self.levels) - 1
