@@ -126,12 +126,19 @@ def _label(key: tuple | str) -> str:
     return " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
-def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str], out: Path):
-    """One panel per metric: test metric@K against K, a line per group (mean ± std)."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str], out: Path):
+    """One panel per metric: test metric@K against K, a line per group (mean ± std)."""
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -171,10 +178,7 @@ def training_curves(run_dir: Path) -> pd.DataFrame | None:
 
 def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) -> bool:
     """Losses, D(real) / D(fake) and validation NDCG@10 per epoch for the GAN runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     curves = {}
     for key, g in runs.groupby(list(group_by), sort=False):

@@ -136,12 +136,10 @@ class OptunaSearch:
         self.n_trials, self.n_startup_trials, self.n_jobs = n_trials, n_startup_trials, n_jobs
         self.seed, self.direction, self.storage = seed, direction, storage
         self.study_name, self.max_failure_rate = study_name, max_failure_rate
-        self.config: DictConfig | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -154,10 +152,10 @@ class OptunaSearch:
         space, fixed = search_space(lines)
         if not space:
             raise AdvrecError("the Optuna sweep has no search space (hydra.sweeper.params)")
-        storage = open_storage(self.storage or str(self.sweep_dir / "optuna.journal"))
+        where = self.storage or str(self.sweep_dir / "optuna.journal")
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=storage,
+            storage=open_storage(where),
             direction=self.direction,
             load_if_exists=True,
         )
@@ -171,7 +169,7 @@ class OptunaSearch:
         log.info(
             "Optuna study %r in %s: %d of %d trials done%s",
             self.study_name,
-            self.storage or self.sweep_dir / "optuna.journal",
+            where,
             spent(study),
             self.n_trials,
             f", {reclaimed} interrupted trial(s) queued again" if reclaimed else "",
@@ -209,11 +207,7 @@ class OptunaSearch:
         from optuna.trial import TrialState
 
         finished = spent(study)
-        failed = sum(
-            1
-            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get(INTERRUPTED)
-        )
+        failed = finished - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if finished and failed / finished > self.max_failure_rate:
             raise AdvrecError(
                 f"{failed} of {finished} trials failed (max_failure_rate="
