@@ -82,3 +82,38 @@ def test_phased_sampler_schedule_and_determinism():
     assert list(s) != batches
     s.set_epoch(0)
     assert list(s) == batches
+
+
+def _batch_orders(dm, epochs: int, **trainer_kw) -> list[list[list[int]]]:
+    """The row batches a real `Trainer.fit` feeds the model, per epoch."""
+    from advrec.models.base import Recommender
+    from tests.conftest import quiet_trainer
+
+    class Recorder(Recommender):
+        def __init__(self):
+            super().__init__(dm.n_users, dm.n_items)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: dict[int, list] = {}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+        def training_step(self, batch, batch_idx):
+            self.seen.setdefault(self.current_epoch, []).append(batch["rows"].tolist())
+            return self.w.sum() * 0.0
+
+    model = Recorder()
+    quiet_trainer(max_epochs=epochs, limit_val_batches=0, **trainer_kw).fit(model, datamodule=dm)
+    return [model.seen[e] for e in range(epochs)]
+
+
+def test_every_epoch_of_a_real_fit_gets_new_batches():
+    """Lightning never calls set_epoch on a batch sampler: the sampler must see the epoch."""
+    m = synthetic_dm(60, 30, 900, batch_size=16)
+    orders = _batch_orders(m, 3)
+    for e in range(3):  # each epoch is one pass over every row
+        assert sorted(r for b in orders[e] for r in b) == list(range(m.n_users))
+    assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
+    assert orders[0][0] != orders[1][0] != orders[2][0]
+    # and a second fit with the same seed sees exactly the same epochs (reproducible)
+    assert _batch_orders(synthetic_dm(60, 30, 900, batch_size=16), 3) == orders

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,13 +52,26 @@ class PhasedBatchSampler(Sampler[list]):
 
     This is the schedule of vector-wise GANs (CFGAN: 2 passes of D at batch 64, then 4
     passes of G at batch 32, per epoch). Shuffles are seeded by (seed, epoch, phase, pass),
-    so a run resumed at an epoch boundary sees the same batches. Under DDP each rank takes
-    every world-th row of each shuffle (padded so that ranks step in lock-step).
+    so every epoch gets new batches and a resumed run sees the same batches. Under DDP each
+    rank takes every world-th row of each shuffle (padded so that ranks step in lock-step).
+
+    Lightning calls `set_epoch` on a loader's sampler, never on its *batch* sampler, so the
+    epoch comes from `epoch_fn` (the trainer's current epoch) when one is given; `set_epoch`
+    serves loops that drive the sampler by hand.
     """
 
-    def __init__(self, n: int, schedule: list, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n: int,
+        schedule: list,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        epoch_fn: Callable[[], int] | None = None,
+    ):
         self.n, self.schedule, self.seed = n, [tuple(p) for p in schedule], seed
         self.rank, self.world, self.epoch = rank, world, 0
+        self.epoch_fn = epoch_fn
         self.skip = 0  # batches of this epoch already trained before a resume
 
     def set_epoch(self, epoch: int) -> None:
@@ -70,6 +85,8 @@ class PhasedBatchSampler(Sampler[list]):
         return sum(math.ceil(m / bs) * passes for _, bs, passes in self.schedule)
 
     def __iter__(self):
+        if self.epoch_fn is not None:
+            self.epoch = int(self.epoch_fn())
         skip, self.skip = self.skip, 0
         for k, batch in enumerate(self._batches()):
             if k >= skip:
@@ -228,6 +245,7 @@ class RecDataModule(LightningDataModule):
         self.eval_users, self.num_workers = eval_users, num_workers
         self.seed, self.cache_dir, self.name = seed, cache_dir, name
         self.split: Split | None = None
+        self.refit = False  # True: validation folded into training (with_validation_in_train)
         # (name, batch_size, passes) per epoch, set from the model (e.g. CFGAN's D and G
         # phases); None: one shuffled pass at `batch_size`.
         self.schedule: list | None = None
@@ -290,6 +308,19 @@ class RecDataModule(LightningDataModule):
         self.feature_encoder = encoder.fit(data.user_features, train_users)
         self.user_features = torch.from_numpy(encoder.transform(data.user_features))
 
+    def with_validation_in_train(self) -> RecDataModule:
+        """The same data with the validation interactions moved into training and no
+        validation split: what a model is refit on before the test. Test batches (history
+        train + validation) are unchanged."""
+        if self.val_on_test or self.val_matrix is None:
+            raise AdvrecError("there is no validation split to fold into training")
+        other = copy.copy(self)
+        other.train_matrix = self.train_full_matrix
+        other.val_matrix = None
+        other._items_by_users = None
+        other.refit = True
+        return other
+
     def model_kwargs(self) -> dict:
         """What models may need to know of the data beyond its shape."""
         enc = self.feature_encoder
@@ -340,7 +371,10 @@ class RecDataModule(LightningDataModule):
     def train_rows(self) -> np.ndarray:
         """The rows trained on: every row, except the users a cold-start split held out."""
         m = self.fit_rows_matrix()
-        cold = "cold_users" in (self.split_cfg.get("method"), self.split_cfg.get("val_method"))
+        methods = [self.split_cfg.get("method")]
+        if not self.refit:  # refit: users held out for validation are training users now
+            methods.append(self.split_cfg.get("val_method"))
+        cold = "cold_users" in methods
         if self.rows == "items" or not cold:
             return np.arange(m.shape[0])
         return np.flatnonzero(np.diff(m.indptr) > 0)
@@ -354,7 +388,9 @@ class RecDataModule(LightningDataModule):
         schedule = self.schedule or [("train", self.batch_size, 1)]
         return ResumableLoader(
             ds,
-            batch_sampler=PhasedBatchSampler(len(ds), schedule, self.seed, rank, world),
+            batch_sampler=PhasedBatchSampler(
+                len(ds), schedule, self.seed, rank, world, epoch_fn=self._current_epoch
+            ),
             collate_fn=RowCollate(
                 m,
                 None if len(row_ids) == m.shape[0] else row_ids,
@@ -364,6 +400,11 @@ class RecDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
             progress=self._batches_done,
         )
+
+    def _current_epoch(self) -> int:
+        """The epoch the fit loop is in (restored from the checkpoint on resume)."""
+        trainer = getattr(self, "trainer", None)
+        return 0 if trainer is None else trainer.current_epoch
 
     def _batches_done(self) -> int:
         """Training batches of the current epoch the fit loop has completed."""
