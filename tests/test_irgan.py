@@ -117,12 +117,92 @@ def test_bpr_checkpoint_initialises_irgan(dm, tmp_path):
     t = fit(bpr, dm)
     t.save_checkpoint(tmp_path / "bpr.ckpt")
     irgan = IRGAN(dm.n_users, dm.n_items, dim=5, init_ckpt=str(tmp_path / "bpr.ckpt"))
+    irgan.setup("fit")
     assert torch.equal(irgan.generator.item, bpr.mf.item)
     assert not torch.equal(irgan.discriminator.item, bpr.mf.item)
     with pytest.raises(AdvrecError, match="do not match"):
-        IRGAN(dm.n_users, dm.n_items, dim=7, init_ckpt=str(tmp_path / "bpr.ckpt"))
+        IRGAN(dm.n_users, dm.n_items, dim=7, init_ckpt=str(tmp_path / "bpr.ckpt")).setup("fit")
     with pytest.raises(AdvrecError, match="not found"):
-        IRGAN(dm.n_users, dm.n_items, init_ckpt=str(tmp_path / "nope.ckpt"))
+        IRGAN(dm.n_users, dm.n_items, init_ckpt=str(tmp_path / "nope.ckpt")).setup("fit")
+
+
+def test_irgan_checkpoint_loads_after_its_bpr_checkpoint_is_gone(dm, tmp_path):
+    bpr = BPR(dm.n_users, dm.n_items, dim=5)
+    fit(bpr, dm).save_checkpoint(tmp_path / "bpr.ckpt")
+    irgan = IRGAN(
+        dm.n_users, dm.n_items, dim=5, d_epochs=1, g_epochs=1, init_ckpt=str(tmp_path / "bpr.ckpt")
+    )
+    t = fit(irgan, dm)
+    assert not torch.equal(irgan.generator.item, bpr.mf.item)  # trained from BPR's start
+    t.save_checkpoint(tmp_path / "irgan.ckpt")
+    (tmp_path / "bpr.ckpt").unlink()
+    back = IRGAN.load_from_checkpoint(tmp_path / "irgan.ckpt", weights_only=True)
+    assert torch.equal(back.generator.item, irgan.generator.item)
+
+
+def test_one_d_step_is_the_released_sgd_update(tmp_path):
+    """dis_model.py: SGD(lr) on the *sum* of the per-example loss vector
+    bce_i + lamda * (l2_loss(u_emb) + l2_loss(i_emb) + l2_loss(i_bias)) over a batch of 16
+    (user, positive, sampled) lines = 32 examples. Two users with 8 positives each make one
+    released batch and one advrec step."""
+    import scipy.sparse as sp
+
+    from advrec.data.datamodule import RecDataModule
+    from advrec.data.interactions import Interactions
+
+    n_items, lr, lamda = 20, 1e-3, 0.1 / 16
+    rng = np.random.default_rng(0)
+    rows, cols, test_cols = [], [], []
+    for u in range(2):
+        chosen = rng.choice(n_items, 9, replace=False)
+        rows += [u] * 8
+        cols += sorted(chosen[:8].tolist())
+        test_cols.append(int(chosen[8]))
+    m = sp.csr_matrix(
+        (np.ones(18, np.float32), (rows + [0, 1], cols + test_cols)), shape=(2, n_items)
+    )
+    m.sort_indices()
+    folds = np.zeros(18, np.int8)
+    folds[m.indices == np.repeat(test_cols, 9)] = 2  # each user's one test item
+    data = Interactions(m, np.array(["a", "b"]), np.arange(n_items).astype(str), folds=folds)
+    dm = RecDataModule(source=_Fixed(data), split={"method": "predefined"})
+    dm.setup()
+    assert dm.train_matrix.nnz == 16
+    torch.manual_seed(1)
+    model = IRGAN(2, n_items, dim=3, lr_d=lr, reg_d=lamda, d_epochs=1, g_epochs=0, batch_size=2)
+    with torch.no_grad():  # a non-trivial D (the released one starts at U(-0.05, 0.05), bias 0)
+        model.discriminator.bias.uniform_(-0.5, 0.5)
+    before = {k: v.detach().double().clone() for k, v in model.discriminator.named_parameters()}
+    fit(model, dm)
+    neg = model._d_neg  # G's samples the step used, aligned with the CSR positives
+
+    # the released update, written out: 32 examples, SGD on the summed loss vector
+    users = torch.tensor(rows * 2)
+    items = torch.tensor(cols + neg.tolist())
+    labels = torch.tensor([1.0] * 16 + [0.0] * 16, dtype=torch.float64)
+    p = {k: v.clone().requires_grad_(True) for k, v in before.items()}
+    ue, ie, ib = p["user"][users], p["item"][items], p["bias"][items]
+    logits = (ue * ie).sum(1) + ib
+    l2_batch = (ue.pow(2).sum() + ie.pow(2).sum() + ib.pow(2).sum()) / 2
+    vector = (
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        + lamda * l2_batch
+    )
+    vector.sum().backward()
+    for k, v in model.discriminator.named_parameters():
+        expected = before[k] - lr * p[k].grad
+        assert torch.allclose(v.detach().double(), expected, atol=1e-6, rtol=0), k
+    assert not torch.allclose(before["item"], model.discriminator.item.detach().double())
+
+
+class _Fixed:
+    """A source that returns given interactions."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def load(self):
+        return self.data
 
 
 @pytest.mark.parametrize(

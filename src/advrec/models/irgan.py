@@ -9,8 +9,12 @@ released importance sampling: draws from (1 - lambda) p_G + lambda * uniform(use
 positives), weighted by p_G / p_n. Probabilities in float64, renormalised.
 
 One epoch = one round: `d_epochs` passes of D over all users, then `g_epochs` passes of G.
-Steps cover a batch of users; losses are scaled to match the released per-sample SGD steps
-(D: sum over examples / `d_norm`; G: sum over users of each user's mean).
+Steps cover a batch of users; their gradients are those of the released SGD steps summed:
+D: the released `dis_model.py` minimises a per-example loss *vector* (BCE of each example
+plus the batch's L2 term broadcast to every example), and TensorFlow differentiates its sum,
+so a step descends sum_i bce_i + `d_batch` * reg_d * l2(batch) with `d_batch` = 32 examples
+per released batch. G: sum over users of each user's mean REINFORCE term (one released step
+per user).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class IRGAN(Recommender):
         sample_lambda: float = 0.2,
         g_samples_per_positive: int = 2,
         reward: str = "sigmoid_centered",
-        d_norm: float = 32.0,
+        d_batch: int = 32,
         batch_size: int = 64,
         init_ckpt: str | None = None,
         init_d: bool = False,
@@ -82,16 +86,21 @@ class IRGAN(Recommender):
         self.automatic_optimization = False
         self.generator = MF(n_users, n_items, dim, init)
         self.discriminator = MF(n_users, n_items, dim, init)
-        if init_ckpt:
-            self.load_pretrained(init_ckpt, into_d=init_d)
         self._d_neg: torch.Tensor | None = None  # G's samples for D, aligned with train CSR
         self._d_key: tuple | None = None
         self._indptr: torch.Tensor | None = None
 
+    def setup(self, stage: str) -> None:
+        """Start G (and D) from `init_ckpt` when training begins. Not in `__init__`: a trained
+        IRGAN's checkpoint holds its own weights and must load once the BPR file is gone; a
+        resumed fit restores its checkpoint after this hook."""
+        if stage == "fit" and self.hparams.init_ckpt:
+            self.load_pretrained(self.hparams.init_ckpt, into_d=self.hparams.init_d)
+
     def load_pretrained(self, path: str, into_d: bool = False) -> None:
         """Copy a BPR checkpoint's MF weights into G (and D)."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         except FileNotFoundError:
             raise AdvrecError(
                 f"model.init_ckpt={path} not found; train one with "
@@ -172,7 +181,8 @@ class IRGAN(Recommender):
             loss = (
                 bce(lp, torch.ones_like(lp), reduction="sum")
                 + bce(ln, torch.zeros_like(ln), reduction="sum")
-            ) / h.d_norm + h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
+                + h.d_batch * h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
+            )
             return loss, {}
 
         loss, _ = self.manual_step(opt, loss_fn)
