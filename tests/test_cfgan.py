@@ -67,6 +67,32 @@ def test_epoch_masks_equal_the_per_batch_samples(dm):
         assert torch.equal(masks[salt][rows], negative_sample(rows, x, pct, 0, 3, salt))
 
 
+@pytest.mark.parametrize("bulk", [True, False])
+def test_shared_negatives_are_the_released_samples(dm, bulk):
+    """negatives=shared: with S_zr = S_pm one sample (the released code's clock reseed); with
+    S_zr < S_pm the smaller is a subset of the larger. independent: ~49 % overlap."""
+    m = dm.fit_rows_matrix()
+    rows = torch.arange(m.shape[0])
+    x = torch.from_numpy(m.toarray())
+
+    def samples(**kw):
+        model = small(dm, scheme="ZP", mask_cache_entries=10**9 if bulk else 0, **kw)
+        if bulk:
+            model._epoch_masks = epoch_masks(m, model.hparams, epoch=0, device="cpu")
+        zr = model.zr_mask(rows, x).bool()
+        pm = (model.fake_mask(rows, x) - x).bool()
+        return zr, pm
+
+    zr, pm = samples(negatives="shared", s_zr=70, s_pm=70)
+    assert torch.equal(zr, pm) and zr.any()
+    zr, pm = samples(negatives="shared", s_zr=40, s_pm=70)
+    assert not (zr & ~pm).any() and (pm & ~zr).any()
+    zr, pm = samples(negatives="independent", s_zr=70, s_pm=70)
+    assert float((zr & pm).sum() / (x == 0).sum()) == pytest.approx(0.49, abs=0.05)
+    with pytest.raises(Exception, match="negatives"):
+        small(dm, negatives="clock")
+
+
 class StepSpy(Callback):
     """Records, per batch, which parameters and gradients the step changed."""
 

@@ -5,8 +5,12 @@ D tells [c ; c] (real) from [c ; G(c) * mask] (fake). Masking schemes:
   ZR  fake = G(c) * e,            plus alpha * sum(G(c)^2 over N^ZR) in G's loss
   PM  fake = G(c) * (e + k),      k = indicator of N^PM (D then also sees G's unobserved values)
   ZP  both.
-N^ZR and N^PM are independent samples of S% (s_zr, s_pm) of the row's *unobserved* entries,
-resampled every epoch. One epoch = `d_steps` passes of D over all rows at `batch_size_d`, then
+N^ZR and N^PM are samples of S% (s_zr, s_pm) of the row's *unobserved* entries, resampled
+every epoch: `negatives=independent` draws them independently (the paper's definition), and
+`negatives=shared` draws one ordering and takes its first S_zr% and S_pm% (the released code:
+its trainer reseeds NumPy from the clock, in whole seconds, right before each of the two
+draws, so with S_zr = S_pm they are the same sample and otherwise one holds the other).
+One epoch = `d_steps` passes of D over all rows at `batch_size_d`, then
 `g_steps` passes of G at `batch_size_g` (the authors' schedule, served by the DataModule).
 
 `condition` (user rows) says what G and D are conditioned on: `history` (c = the user's
@@ -27,6 +31,7 @@ from advrec.models.base import Recommender
 from advrec.models.nets import l2, mlp
 
 SCHEMES = ("ZR", "PM", "ZP")
+NEGATIVES = ("independent", "shared")
 CONDITIONS = ("history", "history+features", "features")
 ZR, PM = 0, 1  # salts of the two negative samples
 D_PHASE, G_PHASE = 0, 1
@@ -68,6 +73,12 @@ def negative_sample(
     return (u <= kth) & (n_pick > 0)[:, None] & ~observed
 
 
+def sample_salt(salt: int, negatives: str) -> int:
+    """The hash salt of N^ZR (salt ZR) or N^PM (salt PM): one shared salt makes the samples
+    nested prefixes of one ordering, as in the released code."""
+    return ZR if negatives == "shared" else salt
+
+
 def epoch_masks(m: sp.csr_matrix, h, epoch: int, device) -> dict[int, torch.Tensor]:
     """N^PM and N^ZR of every row of `m` for `epoch`, as {salt: (rows, n) bool}."""
     wanted = {PM: h.s_pm if h.scheme != "ZR" else 0, ZR: h.s_zr if h.scheme != "PM" else 0}
@@ -80,7 +91,7 @@ def epoch_masks(m: sp.csr_matrix, h, epoch: int, device) -> dict[int, torch.Tens
             rows = torch.arange(lo, min(lo + 4096, m.shape[0]))
             x = dense_rows(m, rows.numpy()).to(device)
             out[lo : lo + len(rows)] = negative_sample(
-                rows.to(device), x, percent, h.seed, epoch, salt
+                rows.to(device), x, percent, h.seed, epoch, sample_salt(salt, h.negatives)
             )
         masks[salt] = out
     return masks
@@ -99,6 +110,7 @@ class CFGAN(Recommender):
         n_features: int = 0,
         s_zr: float = 70.0,
         s_pm: float = 70.0,
+        negatives: str = "independent",
         alpha: float = 0.03,
         g_hidden: tuple = (400,),
         d_hidden: tuple = (125,),
@@ -126,6 +138,8 @@ class CFGAN(Recommender):
             raise AdvrecError(f"model.scheme={scheme!r}: choose one of {SCHEMES}")
         if rows not in ("users", "items"):
             raise AdvrecError(f"model.rows={rows!r}: choose users or items")
+        if negatives not in NEGATIVES:
+            raise AdvrecError(f"model.negatives={negatives!r}: choose one of {NEGATIVES}")
         self._check_condition(condition, rows, n_features)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -197,7 +211,9 @@ class CFGAN(Recommender):
         cached = self._epoch_masks.get(salt)
         if cached is not None:
             return cached[rows]
-        return negative_sample(rows, x, percent, self.hparams.seed, self.current_epoch, salt)
+        h = self.hparams
+        salt = sample_salt(salt, h.negatives)
+        return negative_sample(rows, x, percent, h.seed, self.current_epoch, salt)
 
     def fake_mask(self, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """e (+ k under PM/ZP): the entries of G's output that D gets to see."""
