@@ -30,7 +30,9 @@ def needs_data(*parts: str):
     )
 
 
-def run_cli(module: str, *overrides: str, cwd: Path, env: dict | None = None, check=True):
+def run_cli(
+    module: str, *overrides: str, cwd: Path, env: dict | None = None, check=True, timeout=600
+):
     """Run an entry point (python -m advrec.<module>) the way a user does."""
     full_env = {**os.environ, **(env or {}), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
@@ -39,7 +41,7 @@ def run_cli(module: str, *overrides: str, cwd: Path, env: dict | None = None, ch
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -65,7 +65,7 @@ def test_report_table_equals_the_runs_metrics(multirun, report):
     assert table.set_index("label").loc[best, "test/ndcg@20_best"]
     markdown = (report / "report.md").read_text()
     assert markdown.count("**") == 2 * 3  # one bold cell per metric column
-    assert f"| {best} | 2 | " in markdown
+    assert f"| {best} | synthetic | validated | 2 | " in markdown
 
 
 def test_report_plots_are_written_pngs(report):
@@ -109,20 +109,25 @@ def test_report_logs_table_and_plots_to_wandb_offline(multirun, tmp_path, monkey
     assert {"metrics", "gan"} <= media  # metrics_at_k and gan_training were logged
 
 
-def test_benchmark_lists_every_tuned_model():
+@pytest.mark.parametrize("data", ["cfgan_ml100k", "cfgan_ciao"])
+def test_benchmark_lists_every_tuned_model(data):
     from hydra import compose, initialize_config_dir
 
     from advrec.config import CONF_DIR
 
+    bench = {"cfgan_ml100k": "benchmark_ml100k", "cfgan_ciao": "benchmark_ciao"}[data]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", ["experiment=benchmark_ml100k"], return_hydra_config=True)
+        cfg = compose("train", [f"experiment={bench}"], return_hydra_config=True)
         tuned = cfg.hydra.sweeper.params.tuned.split(",")
-        assert sorted(tuned) == sorted(p.stem for p in (REPO / "conf" / "tuned").glob("*.yaml"))
+        files = (REPO / "conf" / "tuned").glob(f"*_{data}.yaml")
+        assert sorted(tuned) == sorted(p.stem for p in files)
         labels = set()
         for name in tuned:
-            one = compose("train", ["experiment=benchmark_ml100k", f"tuned={name}"])
-            assert one.data.name == "cfgan_ml100k" and one.protocol.name == "validated"
-            assert one.model.get("search") is None  # tuned values are fixed, not re-searched
+            one = compose("train", [f"experiment={bench}", f"tuned={name}"])
+            assert one.data.name == data and one.protocol.name == "validated"
+            assert one.protocol.refit == "all"
+            if data == "cfgan_ml100k":  # tuned values are fixed, not re-searched
+                assert one.model.get("search") is None
             labels.add(one.label)
         assert len(labels) == len(tuned)  # one report row per model
 
@@ -142,3 +147,35 @@ def test_benchmark_runs_every_seed_then_reports(tmp_path):
     table = pd.read_csv(sweep / "report" / "report.csv").set_index("label")
     assert table.loc["TopPop", "n_runs"] == 2 and table.loc["EASE^R", "n_runs"] == 2
     assert (sweep / "report" / "metrics_at_k.png").stat().st_size > 10_000
+
+
+def test_runs_of_other_data_or_protocols_are_never_pooled(tmp_path):
+    """The same label on two datasets once gave a fake '± .0009'."""
+    from advrec.report import make_report
+
+    for i, (data, protocol, ndcg) in enumerate(
+        [("a", "validated", 0.3), ("b", "validated", 0.5), ("a", "original", 0.4)]
+    ):
+        run = tmp_path / "runs" / f"r{i}"
+        run.mkdir(parents=True)
+        m = {
+            "model": "TopPop",
+            "data": data,
+            "protocol": protocol,
+            "test/ndcg@20": ndcg,
+            "test/precision@20": 0.1,
+            "test/recall@20": 0.1,
+            "epochs": 1,
+            "selected_epoch": None,
+            "refit": "train+validation",
+            "wall_time_s": 1.0,
+        }
+        (run / "metrics.json").write_text(json.dumps(m))
+    table = make_report([str(tmp_path / "runs")], tmp_path / "out")  # default grouping
+    assert len(table) == 3 and (table["n_runs"] == 1).all()
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert {"data", "protocol", "epochs", "selected_epoch", "refit"} <= set(runs.columns)
+    assert "WARNING" not in (tmp_path / "out" / "report.md").read_text()
+    make_report([str(tmp_path / "runs")], tmp_path / "pooled", group_by=["label"])
+    md = (tmp_path / "pooled" / "report.md").read_text()
+    assert "WARNING" in md and "mixes data ['a', 'b']" in md and "mixes protocol" in md

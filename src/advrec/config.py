@@ -1,6 +1,7 @@
 """Where the Hydra configs live: the source checkout's conf/ (editable installs), else the
 copy a wheel installs under <prefix>/share/advrec/conf; and advrec's config resolvers."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,11 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver(
     "advrec.repeat", lambda value, times: [value] * int(times), replace=True
 )
+
+# ${advrec.cwd:} -> the directory advrec was started in. Unlike ${hydra:runtime.cwd} it
+# resolves before Hydra is set up, which is when a multirun resolves hydra.sweep.dir
+# (Hydra #2247 / #3427: every plain `-m` run crashed on it).
+OmegaConf.register_new_resolver("advrec.cwd", os.getcwd, replace=True)
 
 
 def conf_dir() -> str:

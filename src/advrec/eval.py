@@ -32,6 +32,12 @@ def evaluate(cfg: DictConfig) -> dict:
         default_root_dir=cfg.paths.output_dir,
     )
     if cfg.split == "val":
+        if model.refit_on:
+            raise AdvrecError(
+                f"this checkpoint was refit on {model.refit_on} before its test, so it has "
+                "trained on the validation split; the validation scores of the model it "
+                "repeats are in its run's metrics.json. Use split=test"
+            )
         if dm.val_matrix is None:
             raise AdvrecError(
                 "this run has no validation split (protocol=original); use split=test"

@@ -83,10 +83,13 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    from advrec.protocol import Protocol
+
+    protocol = Protocol.from_config(cfg.protocol)
     out = []
     for cb in (cfg.get("callbacks") or {}).values():
-        if "EarlyStopping" in cb._target_ and (cb.monitor is None or cb.patience <= 0):
-            continue  # nothing to stop on without validation (or stopping switched off)
+        if not protocol.keeps_callback(cb._target_):
+            continue
         if "ProgressBar" in cb._target_ and not _interactive(cfg):
             continue
         out.append(instantiate(cb))
@@ -102,10 +105,9 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
 
 
-def build_trainer(cfg: DictConfig, dm: RecDataModule | None = None, **overrides) -> Trainer:
+def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
+    """The configured Trainer; `overrides` (e.g. the protocol's) win over `cfg.trainer`."""
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if dm is not None and dm.val_matrix is None:
-        tcfg["limit_val_batches"] = 0  # no validation split (protocol=original)
     tcfg.update(overrides)
     if "callbacks" not in overrides:
         tcfg["callbacks"] = build_callbacks(cfg)

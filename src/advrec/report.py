@@ -4,9 +4,11 @@ plots (metric@K curves per model, GAN training curves), optionally logged to W&B
     advrec-report runs=multirun/benchmark_ml100k            # a multirun folder
     advrec-report 'runs=[outputs/2026-*/*,multirun/x]' out=report group_by=[label,data]
 
-Runs are grouped by `group_by` (dotted keys of metrics.json, e.g. `hparams.condition`); each
-cell is the mean +- sample std over the group's runs (seeds), and the best mean of every
-column is in bold.
+Runs are grouped by `group_by` (dotted keys of metrics.json, e.g. `hparams.condition`;
+default label, data and protocol); each cell is the mean +- sample std over the group's runs
+(seeds), and the best mean of every column is in bold. A group that still mixes datasets or
+protocols is reported with a loud warning in the console and in report.md: its mean is not
+a measurement of one thing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from advrec.utils.console import console, user_errors
 from advrec.utils.io import write_csv, write_text
 
 log = logging.getLogger(__name__)
+GROUP_BY = ("label", "data", "protocol")
+MUST_AGREE = ("data", "protocol")  # runs averaged together must share these
+RUN_COLUMNS = ("data", "protocol", "epochs", "selected_epoch", "refit")
 GAN_CURVES = (("train/d_loss", "D loss"), ("train/g_loss", "G loss"))
 D_CURVES = (("train/D_real", "D(real)"), ("train/D_fake", "D(fake)"))
 
@@ -68,6 +73,7 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
         m.setdefault("label", m.get("model"))
         row = {key: str(_get(m, key)) for key in group_by}
         row.update({k: v for k, v in m.items() if isinstance(v, (int, float)) and "/" in k})
+        row.update({c: m.get(c) for c in RUN_COLUMNS if c not in row})
         row.update(
             seed=m.get("seed"),
             wall_time_s=m.get("wall_time_s"),
@@ -76,6 +82,17 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def mixed_groups(runs: pd.DataFrame, group_by: Sequence[str]) -> list[str]:
+    """One line per group whose runs differ in data or protocol (not comparable)."""
+    out = []
+    for key, g in runs.groupby(list(group_by), sort=False):
+        for col in MUST_AGREE:
+            values = sorted(map(str, g[col].unique())) if col in g else []
+            if len(values) > 1:
+                out.append(f"group {_label(key)!r} mixes {col} {values}")
+    return out
 
 
 def _relative(path: Path) -> str:
@@ -164,10 +181,10 @@ def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str
 
 def training_curves(run_dir: Path) -> pd.DataFrame | None:
     """Per-epoch training and validation values from a run's CSV log (None without one)."""
-    csvs = sorted(run_dir.glob("csv/**/metrics.csv"))
-    if not csvs:
+    path = run_dir / "csv" / "metrics.csv"  # the selection fit (csv/refit/ is the refit's)
+    if not path.is_file():
         return None
-    log_df = pd.read_csv(csvs[-1])
+    log_df = pd.read_csv(path)
     if "epoch" not in log_df or "train/d_loss" not in log_df:
         return None
     keep = [c for c in log_df.columns if c.startswith(("train/", "val/ndcg"))]
@@ -222,7 +239,7 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
 def make_report(
     runs: Sequence[str],
     out: str | Path,
-    group_by: Sequence[str] = ("label",),
+    group_by: Sequence[str] = GROUP_BY,
     metrics: Sequence[str] = ("precision", "recall", "ndcg"),
     k: int = 20,
     curves: Sequence[str] = ("ndcg", "recall"),
@@ -235,6 +252,15 @@ def make_report(
     columns = [f"test/{m}@{k}" for m in metrics]
     table = summary_table(frame, group_by, columns)
     markdown = to_markdown(table, group_by, columns)
+    mixed = mixed_groups(frame, group_by)
+    if mixed:
+        warning = (
+            "WARNING: these rows average runs of different datasets or protocols and are not "
+            "comparable; add data / protocol to group_by: " + "; ".join(mixed)
+        )
+        log.warning(warning)
+        console.print(f"[bold red]{warning}[/]")
+        markdown += f"\n**{warning}**\n"
     write_text(out / "report.md", markdown)
     write_csv(out / "report.csv", table)
     write_csv(out / "runs.csv", frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import hydra
 from lightning import seed_everything
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from advrec.config import CONF_DIR
-from advrec.models.base import ClosedForm
 from advrec.pipeline import build_datamodule, build_model, build_trainer, model_class
+from advrec.protocol import Protocol
 from advrec.utils.console import console, metrics_table, print_config, user_errors
 from advrec.utils.io import write_json
 
@@ -27,12 +29,20 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     seed_everything(cfg.seed, workers=True, verbose=False)
     print_config(cfg)
+    protocol = Protocol.from_config(cfg.protocol)
     cls = model_class(cfg)
     dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))
-    model = build_model(cfg, dm)
-    trainer = build_trainer(cfg, dm)
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        pre = _pretrain(cfg, dm, protocol) if cfg.get("pretrain") else None
+        refit_overrides = {}
+        if pre is not None:  # selection starts from the pre-training's selected model, the
+            # refit from its refit (neither ever saw data its own stage must not see)
+            with open_dict(cfg):
+                cfg.model.init_ckpt = pre["selected"]
+            refit_overrides["init_ckpt"] = pre["final"]
+        model = build_model(cfg, dm)
+        trainer = build_trainer(cfg, **protocol.trainer_overrides(model, dm))
+        res = protocol.run(cfg, model, dm, trainer, refit_overrides)
     except SIGTERMException:
         out = Path(cfg.paths.output_dir)
         print(
@@ -41,21 +51,10 @@ def train(cfg: DictConfig) -> dict:
             file=sys.stderr,
         )
         sys.exit(143)
-    selection = list(getattr(model, "selection", []))
-
-    val: dict = {}
-    best = ""
-    if dm.val_matrix is not None:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if best and cfg.protocol.monitor:
-            model = cls.load_from_checkpoint(best, weights_only=False)
-        val = trainer.validate(model, datamodule=dm, verbose=False)[0]
-    if cfg.protocol.refit and isinstance(model, ClosedForm):
-        model.refit(dm.train_full_matrix)
-    test = trainer.test(model, datamodule=dm, verbose=False)[0]
+    model = res.model
     out_dir = Path(cfg.paths.output_dir)
     final = out_dir / "checkpoints" / "final.ckpt"
-    trainer.save_checkpoint(final, weights_only=False)
+    trainer.save_checkpoint(final, weights_only=True)  # the tested model, not a resume point
 
     metrics = {
         "model": cls.__name__,
@@ -64,14 +63,14 @@ def train(cfg: DictConfig) -> dict:
         "protocol": cfg.protocol.name,
         "optimistic": bool(cfg.protocol.optimistic),
         "seed": int(cfg.seed),
-        **{k: float(v) for k, v in sorted(val.items())},
-        **{k: float(v) for k, v in sorted(test.items())},
+        **{k: float(v) for k, v in sorted((res.val or {}).items())},
+        **{k: float(v) for k, v in sorted(res.test.items())},
         "hparams": {k: v for k, v in model.hparams.items() if k not in ("n_users", "n_items")},
-        "selection": selection,
+        "selection": res.selection,
         "dataset": dm.describe(),
         "checkpoint": str(final),
-        "selected_checkpoint": best or None,  # the validation-best one the test used
-        "epochs": int(trainer.current_epoch),  # epochs run (early stopping may cut short)
+        **res.record(),
+        **({"pretrain": pre["metrics"]} if pre else {}),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     if trainer.is_global_zero:
@@ -82,6 +81,43 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+def _pretrain(cfg: DictConfig, dm, protocol: Protocol) -> dict:
+    """`pretrain.model` (e.g. IRGAN's BPR-DNS) trained first on the same split under the same
+    protocol, into <run dir>/pretrain/. Returns its selected and its final (tested, refit)
+    checkpoint and its metrics."""
+    out = Path(cfg.paths.output_dir) / "pretrain"
+    pcfg = copy.deepcopy(cfg)
+    with open_dict(pcfg):
+        pcfg.model = cfg.pretrain.model
+        pcfg.trainer = OmegaConf.merge(cfg.trainer, cfg.pretrain.get("trainer") or {})
+        pcfg.paths.output_dir = str(out)
+        pcfg.ckpt_path = None
+        del pcfg.pretrain
+    model = build_model(pcfg, dm)
+    trainer = build_trainer(
+        pcfg,
+        logger=CSVLogger(str(out), name="csv", version=""),
+        **protocol.trainer_overrides(model, dm),
+    )
+    log.info("pre-training %s into %s", type(model).__name__, out)
+    res = protocol.run(pcfg, model, dm, trainer)
+    final = out / "checkpoints" / "final.ckpt"
+    trainer.save_checkpoint(final, weights_only=True)
+    metrics = {
+        "model": type(res.model).__name__,
+        **{k: float(v) for k, v in sorted({**(res.val or {}), **res.test}.items())},
+        "hparams": {k: v for k, v in res.model.hparams.items() if k not in ("n_users", "n_items")},
+        "checkpoint": str(final),
+        **res.record(),
+    }
+    write_json(out / "metrics.json", metrics)
+    return {
+        "selected": res.selected_checkpoint or str(final),
+        "final": str(final),
+        "metrics": metrics,
+    }
+
+
 def _title(cfg: DictConfig, metrics: dict) -> str:
     """Which run this was: model, data, preset/experiment, epochs, protocol."""
     from hydra.core.hydra_config import HydraConfig
@@ -89,9 +125,11 @@ def _title(cfg: DictConfig, metrics: dict) -> str:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     preset = choices.get("experiment") or f"model={choices.get('model', metrics['model'])}"
     flag = ", optimistic" if metrics["optimistic"] else ""
+    chosen = f", epoch {metrics['selected_epoch']} chosen" if metrics["selected_epoch"] else ""
+    refit = f", refit on {metrics['refit']}" if metrics["refit"] else ""
     return (
-        f"{metrics['model']} on {metrics['data']} ({preset}, {metrics['epochs']} epochs, "
-        f"protocol={metrics['protocol']}{flag})"
+        f"{metrics['model']} on {metrics['data']} ({preset}, {metrics['epochs']} epochs"
+        f"{chosen}{refit}, protocol={metrics['protocol']}{flag})"
     )
 
 

@@ -48,6 +48,7 @@ class Recommender(LightningModule):
         self.test_metrics = RankingMetrics(self.ks, n_items=n_items)
         self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
         self.predict_k = 20
+        self.refit_on: str | None = None  # "train+validation" once refit for the test
         self._skipped: torch.Tensor | None = None  # optimizer steps skipped by the AMP scaler
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -148,9 +149,11 @@ class Recommender(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["advrec_config"] = self.run_config
+        checkpoint["advrec_refit_on"] = self.refit_on
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("advrec_config")
+        self.refit_on = checkpoint.get("advrec_refit_on")
 
 
 class ClosedForm(Recommender):

@@ -1,0 +1,190 @@
+"""Protocols: how a run chooses its model and when it touches the test split.
+
+`conf/protocol/<name>.yaml` is one `Protocol`:
+
+- `validated`: validation carved out of train; hyper-parameters and the epoch chosen on it;
+  then the model is refit on train + validation with the chosen settings and the chosen
+  number of epochs (`refit: all`, the ECIR 2022 protocol) and the test split is touched once.
+  `refit: closed_form` refits only closed-form models (advrec < 0.2), `refit: none` tests
+  the selected model as it was fitted on train minus validation.
+- `original`: a paper's own procedure: fixed settings, the last epoch, no validation
+  (optimistic: those settings were published after looking at the test split).
+- `test_selected`: released code that kept the checkpoint with the best *test* score; the
+  "validation" loop runs on the test split (optimistic). `check_every: pass` checks after
+  every pass over the rows (IRGAN's code evaluates after each of its 50 G epochs per round).
+
+`run` is the whole procedure: fit -> select -> re-validate -> refit -> test once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from lightning import Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+
+from advrec.data.datamodule import RecDataModule
+from advrec.errors import AdvrecError
+from advrec.models.base import ClosedForm, Recommender
+
+log = logging.getLogger(__name__)
+
+REFITS = ("all", "closed_form", "none")
+CHECKS = ("epoch", "pass")
+
+
+@dataclass
+class Protocol:
+    name: str
+    optimistic: bool
+    val_fraction: float = 0.0
+    val_on_test: bool = False
+    monitor: str | None = None
+    patience: int = 0
+    refit: str = "none"
+    check_every: str = "epoch"
+
+    @classmethod
+    def from_config(cls, node: DictConfig) -> Protocol:
+        fields = {k: node.get(k) for k in cls.__dataclass_fields__ if node.get(k) is not None}
+        refit = fields.get("refit", "none")
+        if isinstance(refit, bool):  # advrec < 0.2 spelled it true / false
+            fields["refit"] = "closed_form" if refit else "none"
+        p = cls(**fields)
+        if p.refit not in REFITS:
+            raise AdvrecError(f"protocol.refit={p.refit!r}: choose one of {REFITS}")
+        if p.check_every not in CHECKS:
+            raise AdvrecError(f"protocol.check_every={p.check_every!r}: choose one of {CHECKS}")
+        if p.refit != "none" and p.val_fraction <= 0:
+            raise AdvrecError(
+                f"protocol.refit={p.refit} refits on train + validation, but "
+                f"protocol.val_fraction={p.val_fraction} carves out no validation; "
+                "set protocol.val_fraction (e.g. 0.1) or protocol.refit=none"
+            )
+        return p
+
+    @property
+    def selects(self) -> bool:
+        """Whether a monitored metric picks the checkpoint that is tested."""
+        return bool(self.monitor)
+
+    def keeps_callback(self, target: str) -> bool:
+        """Early stopping needs a monitored metric and a patience."""
+        if target.rsplit(".", 1)[-1] == "EarlyStopping":
+            return self.selects and self.patience > 0
+        return True
+
+    def refits(self, model: Recommender) -> bool:
+        closed = isinstance(model, ClosedForm)
+        return self.refit == "all" or (self.refit == "closed_form" and closed)
+
+    def trainer_overrides(self, model: Recommender, dm: RecDataModule) -> dict:
+        """What the protocol and the model's kind impose on the Trainer."""
+        out: dict = {}
+        if dm.val_matrix is None:
+            out["limit_val_batches"] = 0  # nothing to validate on (protocol=original)
+        if isinstance(model, ClosedForm):
+            out.update(max_epochs=1, max_steps=-1)  # one pass fits it, whatever the config
+        elif self.check_every == "pass":
+            out.update(val_check_interval=batches_per_pass(dm), check_val_every_n_epoch=1)
+        return out
+
+    # -- the procedure ------------------------------------------------------------------------
+    def run(
+        self,
+        cfg: DictConfig,
+        model: Recommender,
+        dm: RecDataModule,
+        trainer: Trainer,
+        refit_overrides: dict | None = None,
+    ):
+        """Fit, select on validation, refit if asked, test once. Returns a `Result`.
+        `refit_overrides` replace hyper-parameters of the refit (e.g. its `init_ckpt`)."""
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        res = Result(model=model, epochs=int(trainer.current_epoch))
+        res.selection = list(getattr(model, "selection", []))
+        if dm.val_matrix is not None:
+            ckpt = trainer.checkpoint_callback
+            best = ckpt.best_model_path if (ckpt is not None and self.selects) else ""
+            if best:
+                res.selected_checkpoint = best
+                state = torch.load(best, map_location="cpu", weights_only=True)
+                res.selected_epoch = int(state["epoch"]) + 1
+                res.selected_step = int(state["global_step"])
+                res.model = type(model).load_from_checkpoint(best, weights_only=True)
+            res.val = trainer.validate(res.model, datamodule=dm, verbose=False)[0]
+        if res.selected_epoch is None and not isinstance(model, ClosedForm):
+            res.selected_epoch = res.epochs  # the last epoch (nothing was selected)
+        if self.refits(res.model):
+            res.model = self._refit(cfg, res.model, dm, res, refit_overrides or {})
+            res.refit = "train+validation"
+        res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
+        return res
+
+    def _refit(
+        self, cfg: DictConfig, chosen: Recommender, dm: RecDataModule, res, overrides: dict
+    ) -> Recommender:
+        """The chosen model's settings trained again on train + validation (same seed)."""
+        if isinstance(chosen, ClosedForm):
+            chosen.refit(dm.train_full_matrix)
+            chosen.refit_on = "train+validation"
+            return chosen
+        from advrec.pipeline import build_trainer  # pipeline imports this module
+
+        seed_everything(cfg.seed, workers=True, verbose=False)
+        model = type(chosen)(**{**dict(chosen.hparams), **overrides})
+        model.run_config = chosen.run_config
+        full = dm.with_validation_in_train()
+        full.schedule = getattr(model, "schedule", None)
+        trainer = build_trainer(
+            cfg,
+            max_epochs=res.selected_epoch,
+            max_steps=-1,
+            callbacks=[],
+            enable_checkpointing=False,
+            logger=CSVLogger(cfg.paths.output_dir, name="csv", version="refit"),
+            limit_val_batches=0,
+        )
+        log.info("refit on train + validation for %d epochs", res.selected_epoch)
+        trainer.fit(model, datamodule=full)
+        model.refit_on = "train+validation"
+        return model
+
+
+@dataclass
+class Result:
+    model: Recommender
+    epochs: int  # epochs the selection fit ran (early stopping may cut it short)
+    val: dict | None = None
+    test: dict | None = None
+    selection: list | None = None  # a closed-form model's grid: every candidate's score
+    selected_checkpoint: str | None = None
+    selected_epoch: int | None = None  # epochs trained by the selected (or last) model
+    selected_step: int | None = None
+    refit: str | None = None  # what the tested model was refit on, if it was
+
+    def record(self) -> dict:
+        return {
+            "selected_epoch": self.selected_epoch,
+            "selected_step": self.selected_step,
+            "refit": self.refit,
+            "selected_checkpoint": self.selected_checkpoint,
+            "epochs": self.epochs,
+        }
+
+
+def batches_per_pass(dm: RecDataModule) -> int:
+    """Training batches in one pass over the rows, when every pass has the same count."""
+    schedule = dm.schedule or [("train", dm.batch_size, 1)]
+    n = len(dm.train_rows())
+    sizes = {math.ceil(n / bs) for _, bs, passes in schedule if passes > 0}
+    if len(sizes) != 1:
+        raise AdvrecError(
+            "protocol.check_every=pass needs passes of one length, but the model's phases "
+            f"use batch sizes {[bs for _, bs, _ in schedule]}; use protocol.check_every=epoch"
+        )
+    return sizes.pop()
