@@ -14,6 +14,14 @@ from tests.conftest import run_cli, synthetic_dm
 from tests.test_cli import data_args, tiny  # noqa: F401  (fixture)
 
 
+SMALL = [
+    "data=synthetic",
+    "data.source.n_users=100",
+    "data.source.n_items=50",
+    "data.source.n_interactions=1500",
+]
+
+
 class Counter(Recommender):
     """Counts the training interactions it sees per epoch; its validation score rises and
     then falls, so selection picks epoch 2 of 4."""
@@ -167,10 +175,7 @@ def test_closed_form_models_fit_once_whatever_the_epoch_setting(tmp_path):
     run_cli(
         "train",
         "model=ease",
-        "data=synthetic",
-        "data.source.n_users=100",
-        "data.source.n_items=50",
-        "data.source.n_interactions=1500",
+        *SMALL,
         "trainer.max_epochs=-1",
         "logger=csv",
         f"hydra.run.dir={tmp_path}",
@@ -186,10 +191,7 @@ def test_test_selected_checks_irgan_after_every_pass_as_released(tmp_path):
     run_cli(
         "train",
         "model=irgan",
-        "data=synthetic",
-        "data.source.n_users=100",
-        "data.source.n_items=50",
-        "data.source.n_interactions=1500",
+        *SMALL,
         "data.split.test_fraction=0.2",
         "model.d_epochs=1",
         "model.g_epochs=3",
@@ -230,16 +232,13 @@ def test_pretraining_and_irgan_in_one_validated_run(tmp_path):
     run_cli(
         "train",
         "model=irgan",
-        "data=synthetic",
-        "data.source.n_users=100",
-        "data.source.n_items=50",
-        "data.source.n_interactions=1500",
+        *SMALL,
         "model.d_epochs=1",
         "model.g_epochs=1",
         "trainer.max_epochs=2",
-        "+pretrain.model._target_=advrec.models.bpr.BPR",
-        "+pretrain.model.dim=5",
-        "+pretrain.trainer.max_epochs=3",
+        "pretrain=bpr_dns",
+        "pretrain.trainer.max_epochs=3",
+        "pretrain.trainer.check_val_every_n_epoch=1",
         "logger=csv",
         f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
