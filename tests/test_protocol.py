@@ -13,7 +13,6 @@ from advrec.protocol import Protocol
 from tests.conftest import run_cli, synthetic_dm
 from tests.test_cli import data_args, tiny  # noqa: F401  (fixture)
 
-
 SMALL = [
     "data=synthetic",
     "data.source.n_users=100",
