@@ -238,6 +238,7 @@ def test_killed_cli_run_resumes_with_ckpt_path_last(tmp_path):
         "+callbacks.kill._target_=tests.killers.KillAt",
         "+callbacks.kill.epoch=1",
         "+callbacks.kill.at=5",
+        "allow_targets=[tests.killers.]",  # a class outside advrec, allowed explicitly
         cwd=tmp_path,
         env=env,
         check=False,

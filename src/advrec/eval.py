@@ -20,7 +20,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json."""
     if cfg.split not in ("test", "val"):
         raise AdvrecError(f"split={cfg.split!r}: choose test or val")
-    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths)
+    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths, cfg.get("allow_targets") or ())
     dm = build_datamodule(run_cfg, rows=model.rows)
     trainer = Trainer(
         accelerator=cfg.trainer.accelerator,

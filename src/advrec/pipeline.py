@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import pickle
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -125,7 +127,61 @@ def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
         raise AdvrecError(f"bad trainer option: {e}") from None
 
 
-def load_checkpoint(ckpt_path: str | Path, paths: DictConfig) -> tuple[Recommender, DictConfig]:
+# What a config may instantiate: advrec's own classes and the Lightning pieces it configures.
+# Anything else (a checkpoint's stored config is untrusted input) needs allow_targets=[...].
+SAFE_TARGETS = (
+    "advrec.",
+    "hydra_plugins.advrec_optuna_sweeper.",
+    "lightning.Trainer",
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.loggers.",
+    "lightning.pytorch.callbacks.",
+)
+
+
+def check_targets(cfg, allowed: Sequence[str] = (), where: str = "the config") -> None:
+    """Refuse any `_target_` outside advrec's own classes and `allowed` prefixes."""
+    prefixes = (*SAFE_TARGETS, *allowed)
+    for key, target in _targets(OmegaConf.to_container(cfg, resolve=False)):
+        if not isinstance(target, str) or not target.startswith(prefixes):
+            raise AdvrecError(
+                f"{where} names {key}._target_={target!r}, which is not an advrec class; "
+                "refusing to instantiate it. If you trust it, add allow_targets=['<prefix>']"
+            )
+
+
+def _targets(node, key: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "_target_":
+                yield key or "<root>", v
+            else:
+                yield from _targets(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _targets(v, f"{key}[{i}]")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents as data: tensors and plain containers only (unpickling
+    anything else can run code, so it is refused before it is built)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdvrecError(
+            f"{path} holds objects other than tensors and plain data ({first[:160]}); "
+            "advrec checkpoints never do, so it was not loaded"
+        ) from None
+    except Exception as e:  # truncated, empty, random bytes, a directory
+        raise AdvrecError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {e})"
+        ) from None
+
+
+def load_checkpoint(
+    ckpt_path: str | Path, paths: DictConfig, allowed: Sequence[str] = ()
+) -> tuple[Recommender, DictConfig]:
     """A trained model plus the training config it stored, with today's `paths`."""
     path = Path(ckpt_path)
     if not path.is_file():
@@ -133,13 +189,14 @@ def load_checkpoint(ckpt_path: str | Path, paths: DictConfig) -> tuple[Recommend
             f"checkpoint not found: {path}. advrec-train writes "
             "<run dir>/checkpoints/final.ckpt; pass ckpt_path=<that file>."
         )
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    stored = raw.get("advrec_config")
+    raw = read_checkpoint(path)
+    stored = raw.get("advrec_config") if isinstance(raw, dict) else None
     if stored is None:
         raise AdvrecError(f"{path} was not written by advrec-train (no advrec_config inside)")
     cfg = OmegaConf.create(stored)
+    check_targets(cfg, allowed, where=f"the config stored in {path}")
     with open_dict(cfg):
         cfg.paths = paths
-    model = model_class(cfg).load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    model = model_class(cfg).load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval()
     return model, cfg

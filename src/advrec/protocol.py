@@ -104,7 +104,8 @@ class Protocol:
     ):
         """Fit, select on validation, refit if asked, test once. Returns a `Result`.
         `refit_overrides` replace hyper-parameters of the refit (e.g. its `init_ckpt`)."""
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        # a resumed checkpoint is read as data only (unpickling anything else can run code)
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         res = Result(model=model, epochs=int(trainer.current_epoch))
         res.selection = list(getattr(model, "selection", []))
         if dm.val_matrix is not None:

@@ -73,7 +73,7 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     """
     if int(cfg.k) < 1:
         raise AdvrecError(f"k={cfg.k} must be at least 1")
-    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths)
+    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths, cfg.get("allow_targets") or ())
     model.to(cfg.device)
     dm = build_datamodule(run_cfg, rows=model.rows)
     wanted = _wanted_users(cfg)

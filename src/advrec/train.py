@@ -15,7 +15,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from advrec.config import CONF_DIR
-from advrec.pipeline import build_datamodule, build_model, build_trainer, model_class
+from advrec.pipeline import (
+    build_datamodule,
+    build_model,
+    build_trainer,
+    check_targets,
+    model_class,
+)
 from advrec.protocol import Protocol
 from advrec.utils.console import console, metrics_table, print_config, user_errors
 from advrec.utils.io import write_json
@@ -29,6 +35,7 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     seed_everything(cfg.seed, workers=True, verbose=False)
     print_config(cfg)
+    check_targets(cfg, cfg.get("allow_targets") or ())
     protocol = Protocol.from_config(cfg.protocol)
     cls = model_class(cfg)
     dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))

@@ -1,0 +1,84 @@
+"""Checkpoints and configs are untrusted input: they are read as data, never run as code."""
+
+import json
+import pickle
+
+import torch
+
+from tests.conftest import run_cli
+from tests.test_cli import data_args, tiny  # noqa: F401  (fixture)
+
+
+class _Payload:
+    """Unpickling this writes a file: what a crafted checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _one_line_refusal(proc, *words):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("advrec: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_a_crafted_pickle_checkpoint_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.ckpt"
+    with open(ckpt, "wb") as f:
+        pickle.dump({"advrec_config": {}, "state_dict": _Payload(marker)}, f)
+    for entry in ("eval", "recommend"):
+        proc = run_cli(
+            entry,
+            f"ckpt_path={ckpt}",
+            f"hydra.run.dir={tmp_path / entry}",
+            cwd=tmp_path,
+            check=False,
+        )
+        _one_line_refusal(proc, "other than tensors and plain data")
+        assert not marker.exists()
+
+
+def test_a_stored_target_outside_advrec_is_refused(tiny, tmp_path):  # noqa: F811
+    root, _ = tiny
+    run_cli("train", *data_args(root), "model=pop", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    ckpt = json.loads((tmp_path / "metrics.json").read_text())["checkpoint"]
+    state = torch.load(ckpt, weights_only=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    state["advrec_config"]["data"]["source"] = {
+        "_target_": "builtins.open",
+        "file": str(victim),
+        "mode": "w",
+    }
+    evil = tmp_path / "evil.ckpt"
+    torch.save(state, evil)
+    for entry in ("eval", "recommend"):
+        proc = run_cli(
+            entry,
+            f"ckpt_path={evil}",
+            f"hydra.run.dir={tmp_path / entry}",
+            cwd=tmp_path,
+            check=False,
+        )
+        _one_line_refusal(proc, "data.source._target_='builtins.open'", "allow_targets")
+    assert victim.read_text() == "precious"
+
+
+def test_a_foreign_target_in_the_training_config_needs_an_explicit_allowance(tmp_path):
+    proc = run_cli(
+        "train",
+        "model=pop",
+        "data=synthetic",
+        "logger=csv",
+        "data.source._target_=shutil.copyfile",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        check=False,
+    )
+    _one_line_refusal(proc, "shutil.copyfile")
