@@ -40,4 +40,5 @@ def test_cfgan_trains_under_ddp_cpu_and_rank0_writes_once(tmp_path):
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["model"] == "CFGAN" and m["epochs"] == 2
+    assert m["refit"] == "train+validation" and m["selected_epoch"] == 2  # refit under DDP too
     assert (tmp_path / "checkpoints" / "final.ckpt").is_file()
