@@ -82,3 +82,51 @@ def test_a_foreign_target_in_the_training_config_needs_an_explicit_allowance(tmp
         check=False,
     )
     _one_line_refusal(proc, "shutil.copyfile")
+
+
+def test_recommend_never_overwrites_by_accident(tiny, tmp_path):  # noqa: F811
+    root, _ = tiny
+    run_cli("train", *data_args(root), "model=pop", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    ckpt = json.loads((tmp_path / "metrics.json").read_text())["checkpoint"]
+    before = open(ckpt, "rb").read()
+
+    def rec(*args):
+        return run_cli(
+            "recommend",
+            f"ckpt_path={ckpt}",
+            "k=3",
+            *args,
+            f"hydra.run.dir={tmp_path / 'r'}",
+            cwd=tmp_path,
+            check=False,
+        )
+
+    _one_line_refusal(rec(f"output={ckpt}"), "checkpoint being read")
+    _one_line_refusal(rec(f"output={ckpt}", "overwrite=true"), "checkpoint being read")
+    assert open(ckpt, "rb").read() == before
+    _one_line_refusal(rec(f"output={tmp_path}"), "is a directory")
+    out = tmp_path / "recs.csv"
+    out.write_text("mine")
+    _one_line_refusal(rec(f"output={out}"), "exists", "overwrite=true")
+    assert out.read_text() == "mine"
+    assert rec(f"output={out}", "overwrite=true").returncode == 0
+    assert out.read_text().startswith("user_id,item_id,rank,score")
+
+
+def test_recommend_refuses_a_diverged_checkpoint(tiny, tmp_path):  # noqa: F811
+    root, _ = tiny
+    run_cli("train", *data_args(root), "model=pop", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    ckpt = json.loads((tmp_path / "metrics.json").read_text())["checkpoint"]
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"]["popularity"][:] = float("nan")
+    torch.save(state, tmp_path / "nan.ckpt")
+    proc = run_cli(
+        "recommend",
+        f"ckpt_path={tmp_path / 'nan.ckpt'}",
+        "output=r.csv",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    _one_line_refusal(proc, "non-finite weights")
+    assert not (tmp_path / "r.csv").exists()

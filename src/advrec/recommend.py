@@ -64,6 +64,17 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
     return table[id_column].to_numpy(), features
 
 
+def _check_output(cfg: DictConfig) -> None:
+    """Never a directory, never the checkpoint itself, never an existing file by accident."""
+    out = Path(cfg.output)
+    if out.is_dir():
+        raise AdvrecError(f"output={out} is a directory; give a file name, e.g. {out}/recs.csv")
+    if out.exists() and out.resolve() == Path(cfg.ckpt_path).resolve():
+        raise AdvrecError(f"output={out} is the checkpoint being read; choose another file")
+    if out.exists() and not cfg.get("overwrite", False):
+        raise AdvrecError(f"output={out} exists; add overwrite=true to replace it")
+
+
 @user_errors
 def recommend(cfg: DictConfig) -> pd.DataFrame:
     """Write the top-`k` recommendations of `ckpt_path` to `output` (atomically).
@@ -73,7 +84,15 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     """
     if int(cfg.k) < 1:
         raise AdvrecError(f"k={cfg.k} must be at least 1")
+    _check_output(cfg)
     model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths, cfg.get("allow_targets") or ())
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    bad += [n for n, b in model.named_buffers() if b.is_floating_point() and b.isnan().any()]
+    if bad:
+        raise AdvrecError(
+            f"{cfg.ckpt_path} has non-finite weights ({', '.join(bad[:3])}): the run diverged; "
+            "its rankings would be arbitrary, so nothing was written"
+        )
     model.to(cfg.device)
     dm = build_datamodule(run_cfg, rows=model.rows)
     wanted = _wanted_users(cfg)
