@@ -133,6 +133,22 @@ def test_download_verifies_md5_and_extracts(tmp_path):
     assert not list(data_dir.glob(".extract-*"))
 
 
+def test_a_fresh_download_never_deletes_the_folder_that_was_there(tmp_path):
+    z = tmp_path / "ml-1m.zip"
+    md5 = make_zip(z, {"ml-1m/ratings.dat": "1::1::5::0\n"})
+    data_dir = tmp_path / "data"
+    (data_dir / "ml-1m").mkdir(parents=True)
+    (data_dir / "ml-1m" / "my_notes.txt").write_text("mine")
+    folder = fetch(
+        Archive("https://x.invalid/ml-1m.zip", md5, "ml-1m"),
+        data_dir,
+        downloader=local_downloader(z),
+    )
+    assert (folder / "ratings.dat").is_file()
+    kept = list(data_dir.glob("ml-1m.before-*"))
+    assert len(kept) == 1 and (kept[0] / "my_notes.txt").read_text() == "mine"
+
+
 def test_movielens_source_downloads_when_missing(tmp_path, monkeypatch):
     z = tmp_path / "ml-100k.zip"
     md5 = make_zip(z, {"ml-100k/u.data": U_DATA})

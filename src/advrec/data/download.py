@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from advrec.errors import AdvrecError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,10 @@ def safe_extract(zip_path: Path, data_dir: Path, folder: str) -> Path:
             if not src.is_dir():
                 raise AdvrecError(f"{zip_path.name} has no folder {folder}/ inside; refused.")
             dest = data_dir / folder
-            if dest.exists():
-                shutil.rmtree(dest)
+            if dest.exists():  # never delete what is there: keep it beside, then swap
+                kept = data_dir / f"{folder}.before-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(dest, kept)
+                log.warning("%s existed; kept as %s, extracted a fresh %s", dest, kept, folder)
             os.replace(src, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
