@@ -3,6 +3,7 @@
 import json
 import pickle
 
+import pytest
 import torch
 
 from tests.conftest import run_cli
@@ -130,3 +131,31 @@ def test_recommend_refuses_a_diverged_checkpoint(tiny, tmp_path):  # noqa: F811
     )
     _one_line_refusal(proc, "non-finite weights")
     assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides,words",
+    [
+        (["model=ease", "model.lam=abc"], ["model.lam='abc'", "> 0"]),
+        (["model=ease", "model.lam=-1e9"], ["model.lam=", "> 0"]),
+        (["model=ease", "model.search={lam:[1,-2]}"], ["model.lam=-2"]),
+        (["model=itemknn", "model.topk=-1"], ["model.topk=-1", ">= 1"]),
+        (["model=pop", "ks=[]"], ["ks=[]", ">= 1"]),
+        (["model=pop", "ks=[0]"], ["ks=[0]"]),
+        (["model=pop", "ks=[-5]"], ["ks=[-5]"]),
+        (["model=pop", "seed=-1"], ["seed=-1", "[0, 2^32)"]),
+        (["model=pop", "data.eval_batch_size=0"], ["data.eval_batch_size=0", ">= 1"]),
+    ],
+)
+def test_a_value_out_of_range_is_one_line_naming_the_key(tmp_path, overrides, words):
+    proc = run_cli(
+        "train",
+        *overrides,
+        "data=synthetic",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+        check=False,
+    )
+    _one_line_refusal(proc, *words)
+    assert not (tmp_path / "metrics.json").exists()

@@ -37,6 +37,24 @@ def model_class(cfg: DictConfig) -> type[Recommender]:
     return cls
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Values every run needs in range, each refused with the range it must lie in."""
+    ks = cfg.get("ks")
+    try:
+        good = bool(ks) and all(int(k) == k and k >= 1 for k in ks)
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise AdvrecError(f"ks={ks}: give a non-empty list of cut-offs >= 1, e.g. ks=[5,10,20]")
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise AdvrecError(f"seed={seed!r}: it must be a whole number in [0, 2^32)")
+    for key in ("batch_size", "eval_batch_size"):
+        value = cfg.data.get(key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise AdvrecError(f"data.{key}={value!r}: it must be a whole number >= 1")
+
+
 def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
     d = cfg.data
     dm = RecDataModule(
@@ -75,7 +93,7 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
         model = instantiate(
             cfg.model, n_users=dm.n_users, n_items=dm.n_items, **extra, _convert_="all"
         )
-    except (TypeError, InstantiationException) as e:
+    except (TypeError, ValueError, InstantiationException) as e:
         if isinstance(e.__cause__, AdvrecError):  # the model's own check says it best
             raise e.__cause__ from None
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None

@@ -19,6 +19,7 @@ from advrec.pipeline import (
     build_datamodule,
     build_model,
     build_trainer,
+    check_settings,
     check_targets,
     model_class,
 )
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict:
     """Run one experiment; returns the metrics dict written to `metrics.json`."""
     start = time.perf_counter()
+    check_targets(cfg, cfg.get("allow_targets") or ())
+    check_settings(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
     print_config(cfg)
-    check_targets(cfg, cfg.get("allow_targets") or ())
     protocol = Protocol.from_config(cfg.protocol)
     cls = model_class(cfg)
     dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))

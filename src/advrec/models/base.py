@@ -179,6 +179,20 @@ class ClosedForm(Recommender):
         self.select_by = select_by
         self.selection: list[dict] = []
 
+    # hyper-parameter -> (the rule in words, a test of one value): checked for the set value
+    # and every searched candidate before anything is fitted
+    limits: dict = {}
+
+    def check_limits(self) -> None:
+        for name, (rule, ok) in self.limits.items():
+            for value in [self.hparams.get(name), *self.search.get(name, [])]:
+                try:
+                    good = bool(ok(float(value)))
+                except (TypeError, ValueError):
+                    good = False
+                if not good:
+                    raise AdvrecError(f"model.{name}={value!r}: it must be {rule}")
+
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
         """Fit the model's state on `matrix` (users x items) with the current hparams."""
         raise NotImplementedError

@@ -11,9 +11,12 @@ from advrec.models.base import ClosedForm
 class EASE(ClosedForm):
     """`lam` is the L2 weight; scores are history @ B with a zero diagonal."""
 
+    limits = {"lam": ("a number > 0 (the L2 weight)", lambda v: v > 0)}
+
     def __init__(self, n_users: int, n_items: int, lam: float = 500.0, **kw):
         super().__init__(n_users, n_items, **kw)
         self.save_hyperparameters()
+        self.check_limits()
         self.register_buffer("B", torch.zeros(n_items, n_items))
         self._gram_cache: tuple | None = None
 

@@ -13,6 +13,11 @@ class ItemKNN(ClosedForm):
     """sim(i, j) = <x_i, x_j> / (|x_i| |x_j| + shrink); each item keeps its `topk` most
     similar items; score(u, j) = sum over the user's items i of sim(i, j)."""
 
+    limits = {
+        "topk": ("a whole number >= 1 (neighbours per item)", lambda v: v >= 1 and v == int(v)),
+        "shrink": ("a number >= 0", lambda v: v >= 0),
+    }
+
     def __init__(
         self,
         n_users: int,
@@ -24,6 +29,7 @@ class ItemKNN(ClosedForm):
     ):
         super().__init__(n_users, n_items, **kw)
         self.save_hyperparameters()
+        self.check_limits()
         k = self._k()
         self.register_buffer("nbr_idx", torch.zeros(n_items, k, dtype=torch.long))
         self.register_buffer("nbr_val", torch.zeros(n_items, k))
