@@ -179,3 +179,33 @@ def test_runs_of_other_data_or_protocols_are_never_pooled(tmp_path):
     make_report([str(tmp_path / "runs")], tmp_path / "pooled", group_by=["label"])
     md = (tmp_path / "pooled" / "report.md").read_text()
     assert "WARNING" in md and "mixes data ['a', 'b']" in md and "mixes protocol" in md
+
+
+def test_a_pretraining_is_a_row_of_its_own_and_a_corrupt_file_one_line(tmp_path):
+    from advrec.report import make_report
+
+    run = tmp_path / "runs" / "r0"
+    (run / "pretrain").mkdir(parents=True)
+    base = {"test/precision@20": 0.1, "test/recall@20": 0.1, "wall_time_s": 1.0}
+    main = {
+        "model": "IRGAN",
+        "label": "IRGAN",
+        "data": "d",
+        "protocol": "validated",
+        "seed": 1,
+        "test/ndcg@20": 0.3,
+        **base,
+    }
+    (run / "metrics.json").write_text(json.dumps(main))
+    (run / "pretrain" / "metrics.json").write_text(
+        json.dumps({"model": "BPR", "test/ndcg@20": 0.4, **base})
+    )
+    table = make_report([str(tmp_path / "runs")], tmp_path / "out").set_index("label")
+    assert table.loc["IRGAN pre-training (BPR)", "data"] == "d"
+    assert table.loc["IRGAN pre-training (BPR)", "test/ndcg@20_mean"] == 0.4
+    (run / "metrics.json").write_text("{truncated")
+    proc = run_cli(
+        "report", f"runs={tmp_path / 'runs'}", f"out={tmp_path / 'o2'}", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2 and "is not a readable metrics.json" in proc.stderr
+    assert "Traceback" not in proc.stderr

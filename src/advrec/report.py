@@ -69,7 +69,7 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
     """One row per run: the group keys, every test/val metric, seed, wall time, folder."""
     rows = []
     for path in paths:
-        m = json.loads(path.read_text())
+        m = _read_metrics(path)
         m.setdefault("label", m.get("model"))
         row = {key: str(_get(m, key)) for key in group_by}
         row.update({k: v for k, v in m.items() if isinstance(v, (int, float)) and "/" in k})
@@ -82,6 +82,28 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _read_metrics(path: Path) -> dict:
+    """A run's metrics.json; a pre-training's (<run>/pretrain/metrics.json) takes its run's
+    data, protocol, seed and label (+ " pre-training"), so it becomes a row of its own."""
+    m = _load_json(path)
+    parent = path.parent.parent / "metrics.json"
+    if path.parent.name == "pretrain" and parent.is_file():
+        run = _load_json(parent)
+        label = run.get("label") or run.get("model")
+        m = {**{k: run.get(k) for k in ("data", "protocol", "optimistic", "seed")}, **m}
+        m["label"] = f"{label} pre-training ({m.get('model')})"
+    return m
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AdvrecError(
+            f"{path} is not a readable metrics.json ({e}); remove it or rerun"
+        ) from None
 
 
 def mixed_groups(runs: pd.DataFrame, group_by: Sequence[str]) -> list[str]:
