@@ -28,19 +28,24 @@ def _one_line_refusal(proc, *words):
         assert w in lines[0], lines[0]
 
 
-def test_a_crafted_pickle_checkpoint_runs_nothing(tmp_path):
-    marker = tmp_path / "pwned"
-    ckpt = tmp_path / "evil.ckpt"
-    with open(ckpt, "wb") as f:
-        pickle.dump({"advrec_config": {}, "state_dict": _Payload(marker)}, f)
+def _load_with_eval_and_recommend(ckpt, tmp_path):
+    """The two entry points that read a checkpoint, each run the way a user runs it."""
     for entry in ("eval", "recommend"):
-        proc = run_cli(
+        yield run_cli(
             entry,
             f"ckpt_path={ckpt}",
             f"hydra.run.dir={tmp_path / entry}",
             cwd=tmp_path,
             check=False,
         )
+
+
+def test_a_crafted_pickle_checkpoint_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.ckpt"
+    with open(ckpt, "wb") as f:
+        pickle.dump({"advrec_config": {}, "state_dict": _Payload(marker)}, f)
+    for proc in _load_with_eval_and_recommend(ckpt, tmp_path):
         _one_line_refusal(proc, "other than tensors and plain data")
         assert not marker.exists()
 
@@ -59,14 +64,7 @@ def test_a_stored_target_outside_advrec_is_refused(tiny, tmp_path):  # noqa: F81
     }
     evil = tmp_path / "evil.ckpt"
     torch.save(state, evil)
-    for entry in ("eval", "recommend"):
-        proc = run_cli(
-            entry,
-            f"ckpt_path={evil}",
-            f"hydra.run.dir={tmp_path / entry}",
-            cwd=tmp_path,
-            check=False,
-        )
+    for proc in _load_with_eval_and_recommend(evil, tmp_path):
         _one_line_refusal(proc, "data.source._target_='builtins.open'", "allow_targets")
     assert victim.read_text() == "precious"
 
