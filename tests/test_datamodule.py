@@ -117,3 +117,14 @@ def test_every_epoch_of_a_real_fit_gets_new_batches():
     assert orders[0][0] != orders[1][0] != orders[2][0]
     # and a second fit with the same seed sees exactly the same epochs (reproducible)
     assert _batch_orders(synthetic_dm(60, 30, 900, batch_size=16), 3) == orders
+
+
+def test_outside_a_fit_set_epoch_decides():
+    """A loop that drives the loader by hand (bench/train_overhead.py) sets the epoch itself."""
+    m = synthetic_dm(60, 30, 900, batch_size=16)
+    loader = m.train_dataloader()
+    first = [b["rows"].tolist() for b in loader]
+    loader.batch_sampler.set_epoch(1)
+    second = [b["rows"].tolist() for b in loader]
+    loader.batch_sampler.set_epoch(0)
+    assert second != first and [b["rows"].tolist() for b in loader] == first

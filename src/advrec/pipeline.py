@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-import pickle
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning import Callback, Trainer
@@ -22,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
+from advrec.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -178,23 +177,6 @@ def _targets(node, key: str = ""):
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from _targets(v, f"{key}[{i}]")
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A checkpoint's contents as data: tensors and plain containers only (unpickling
-    anything else can run code, so it is refused before it is built)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdvrecError(
-            f"{path} holds objects other than tensors and plain data ({first[:160]}); "
-            "advrec checkpoints never do, so it was not loaded"
-        ) from None
-    except Exception as e:  # truncated, empty, random bytes, a directory
-        raise AdvrecError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {e})"
-        ) from None
 
 
 def load_checkpoint(

@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
-import torch
 from lightning import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
 from advrec.models.base import ClosedForm, Recommender
+from advrec.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Protocol:
             best = ckpt.best_model_path if (ckpt is not None and self.selects) else ""
             if best:
                 res.selected_checkpoint = best
-                state = torch.load(best, map_location="cpu", weights_only=True)
+                state = read_checkpoint(Path(best))
                 res.selected_epoch = int(state["epoch"]) + 1
                 res.selected_step = int(state["global_step"])
                 res.model = type(model).load_from_checkpoint(best, weights_only=True)
@@ -167,6 +168,17 @@ class Result:
     selected_epoch: int | None = None  # epochs trained by the selected (or last) model
     selected_step: int | None = None
     refit: str | None = None  # what the tested model was refit on, if it was
+
+    def metrics(self) -> dict:
+        """Validation and test metrics, the tested model's hyper-parameters and `record()`."""
+        scores = {**(self.val or {}), **(self.test or {})}
+        hparams = self.model.hparams.items()
+        return {
+            **{k: float(v) for k, v in sorted(scores.items())},
+            "hparams": {k: v for k, v in hparams if k not in ("n_users", "n_items")},
+            "selection": self.selection,
+            **self.record(),
+        }
 
     def record(self) -> dict:
         return {

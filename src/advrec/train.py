@@ -72,13 +72,9 @@ def train(cfg: DictConfig) -> dict:
         "protocol": cfg.protocol.name,
         "optimistic": bool(cfg.protocol.optimistic),
         "seed": int(cfg.seed),
-        **{k: float(v) for k, v in sorted((res.val or {}).items())},
-        **{k: float(v) for k, v in sorted(res.test.items())},
-        "hparams": {k: v for k, v in model.hparams.items() if k not in ("n_users", "n_items")},
-        "selection": res.selection,
+        **res.metrics(),
         "dataset": dm.describe(),
         "checkpoint": str(final),
-        **res.record(),
         **({"pretrain": pre["metrics"]} if pre else {}),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
@@ -112,14 +108,9 @@ def _pretrain(cfg: DictConfig, dm, protocol: Protocol) -> dict:
     res = protocol.run(pcfg, model, dm, trainer)
     final = out / "checkpoints" / "final.ckpt"
     trainer.save_checkpoint(final, weights_only=True)
-    metrics = {
-        "model": type(res.model).__name__,
-        **{k: float(v) for k, v in sorted({**(res.val or {}), **res.test}.items())},
-        "hparams": {k: v for k, v in res.model.hparams.items() if k not in ("n_users", "n_items")},
-        "checkpoint": str(final),
-        **res.record(),
-    }
-    write_json(out / "metrics.json", metrics)
+    metrics = {"model": type(res.model).__name__, **res.metrics(), "checkpoint": str(final)}
+    if trainer.is_global_zero:
+        write_json(out / "metrics.json", metrics)
     return {
         "selected": res.selected_checkpoint or str(final),
         "final": str(final),

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from advrec.data.features import FeatureEncoder, join_user_features
@@ -55,9 +56,9 @@ class PhasedBatchSampler(Sampler[list]):
     so every epoch gets new batches and a resumed run sees the same batches. Under DDP each
     rank takes every world-th row of each shuffle (padded so that ranks step in lock-step).
 
-    Lightning calls `set_epoch` on a loader's sampler, never on its *batch* sampler, so the
-    epoch comes from `epoch_fn` (the trainer's current epoch) when one is given; `set_epoch`
-    serves loops that drive the sampler by hand.
+    Lightning calls `set_epoch` on a loader's sampler, never on its *batch* sampler, so during
+    a fit the epoch comes from `epoch_fn` (the trainer's current epoch); where it returns None
+    (no fit running), `set_epoch` decides, for loops that drive the sampler by hand.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class PhasedBatchSampler(Sampler[list]):
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
-        epoch_fn: Callable[[], int] | None = None,
+        epoch_fn: Callable[[], int | None] | None = None,
     ):
         self.n, self.schedule, self.seed = n, [tuple(p) for p in schedule], seed
         self.rank, self.world, self.epoch = rank, world, 0
@@ -85,8 +86,9 @@ class PhasedBatchSampler(Sampler[list]):
         return sum(math.ceil(m / bs) * passes for _, bs, passes in self.schedule)
 
     def __iter__(self):
-        if self.epoch_fn is not None:
-            self.epoch = int(self.epoch_fn())
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        if epoch is not None:
+            self.epoch = int(epoch)
         skip, self.skip = self.skip, 0
         for k, batch in enumerate(self._batches()):
             if k >= skip:
@@ -401,10 +403,13 @@ class RecDataModule(LightningDataModule):
             progress=self._batches_done,
         )
 
-    def _current_epoch(self) -> int:
-        """The epoch the fit loop is in (restored from the checkpoint on resume)."""
+    def _current_epoch(self) -> int | None:
+        """The epoch of a running fit (restored from the checkpoint on resume); None when no
+        fit is running, so a hand-driven loop's `set_epoch` counts."""
         trainer = getattr(self, "trainer", None)
-        return 0 if trainer is None else trainer.current_epoch
+        if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
+            return None
+        return trainer.current_epoch
 
     def _batches_done(self) -> int:
         """Training batches of the current epoch the fit loop has completed."""

@@ -19,12 +19,15 @@ per user).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
 from advrec.models.nets import MF, positive_pairs, rank_within_rows
+from advrec.utils.io import read_checkpoint
 
 D_PHASE = 0
 REWARDS = ("sigmoid_centered", "softplus")
@@ -99,13 +102,13 @@ class IRGAN(Recommender):
 
     def load_pretrained(self, path: str, into_d: bool = False) -> None:
         """Copy a BPR checkpoint's MF weights into G (and D)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        except FileNotFoundError:
+        if not Path(path).is_file():
             raise AdvrecError(
                 f"model.init_ckpt={path} not found; train one with "
                 "advrec-train experiment=bpr_dns_irgan_pretrain"
-            ) from None
+            )
+        raw = read_checkpoint(Path(path))
+        state = raw.get("state_dict", {}) if isinstance(raw, dict) else {}
         mf = {k.removeprefix("mf."): v for k, v in state.items() if k.startswith("mf.")}
         if not mf:
             raise AdvrecError(f"{path} holds no BPR matrix factorisation (mf.*) weights")

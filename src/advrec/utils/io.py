@@ -1,13 +1,17 @@
-"""Atomic file writes: a reader never sees half a file, a crash never leaves one."""
+"""Atomic file writes (a reader never sees half a file, a crash never leaves one) and
+checkpoint reads that never run code."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from advrec.errors import AdvrecError
 
 
 def _atomic(path: Path, write) -> Path:
@@ -37,3 +41,22 @@ def write_csv(path: Path | str, df: pd.DataFrame) -> Path:
 
 def write_text(path: Path | str, text: str) -> Path:
     return _atomic(Path(path), lambda f: f.write(text))
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents as data: tensors and plain containers only (unpickling
+    anything else can run code, so it is refused before it is built)."""
+    import torch  # here: writing a report should not pay for importing torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdvrecError(
+            f"{path} holds objects other than tensors and plain data ({first[:160]}); "
+            "advrec checkpoints never do, so it was not loaded"
+        ) from None
+    except Exception as e:  # truncated, empty, random bytes, a directory
+        raise AdvrecError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {e})"
+        ) from None
