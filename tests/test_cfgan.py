@@ -7,7 +7,7 @@ from lightning import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from advrec.models.cfgan import CFGAN, D_PHASE, PM, ZR, epoch_masks, negative_sample
-from advrec.utils.callbacks import SaveOnInterrupt
+from advrec.utils.callbacks import ResumePoint
 from tests.conftest import REPO, quiet_trainer, run_cli, synthetic_dm
 from tests.killers import KillAt
 
@@ -208,7 +208,7 @@ def test_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(dm, tmp_pa
         return t.test(model, datamodule=dm, verbose=False)[0]
 
     whole = run()
-    on_exc = SaveOnInterrupt(dirpath=tmp_path, filename="last")
+    on_exc = ResumePoint(dirpath=tmp_path, filename="last")
     with pytest.raises(SystemExit):  # Lightning stops after the batch that saw SIGTERM
         run([KillAt(epoch=1, at=3), on_exc])
     assert (tmp_path / "last.ckpt").is_file()
@@ -246,7 +246,14 @@ def test_killed_cli_run_resumes_with_ckpt_path_last(tmp_path):
     assert killed.returncode == 143 and "ckpt_path=last" in killed.stderr
     assert not (tmp_path / "cut" / "metrics.json").exists()
     assert (tmp_path / "cut" / "checkpoints" / "last.ckpt").is_file()
-    run_cli("train", *args, f"hydra.run.dir={tmp_path / 'cut'}", "ckpt_path=last", cwd=tmp_path)
+    run_cli(
+        "train",
+        *args,
+        f"hydra.run.dir={tmp_path / 'cut'}",
+        "ckpt_path=last",
+        "accept_changes=[callbacks.kill]",  # the killer is gone; nothing else changed
+        cwd=tmp_path,
+    )
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     for key, value in whole.items():

@@ -112,23 +112,17 @@ def test_recommend_never_overwrites_by_accident(tiny, tmp_path):  # noqa: F811
     assert out.read_text().startswith("user_id,item_id,rank,score")
 
 
-def test_recommend_refuses_a_diverged_checkpoint(tiny, tmp_path):  # noqa: F811
+def test_eval_and_recommend_refuse_a_diverged_checkpoint(tiny, tmp_path):  # noqa: F811
     root, _ = tiny
     run_cli("train", *data_args(root), "model=pop", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     ckpt = json.loads((tmp_path / "metrics.json").read_text())["checkpoint"]
     state = torch.load(ckpt, weights_only=True)
     state["state_dict"]["popularity"][:] = float("nan")
     torch.save(state, tmp_path / "nan.ckpt")
-    proc = run_cli(
-        "recommend",
-        f"ckpt_path={tmp_path / 'nan.ckpt'}",
-        "output=r.csv",
-        f"hydra.run.dir={tmp_path / 'r'}",
-        cwd=tmp_path,
-        check=False,
-    )
-    _one_line_refusal(proc, "non-finite weights")
-    assert not (tmp_path / "r.csv").exists()
+    for proc in _load_with_eval_and_recommend(tmp_path / "nan.ckpt", tmp_path):
+        _one_line_refusal(proc, "non-finite weights")
+    assert not (tmp_path / "recs.csv").exists()
+    assert not (tmp_path / "eval" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -6,3 +6,7 @@ class AdvrecError(Exception):
 
     Entry points print the message alone (no traceback) and exit with status 2.
     """
+
+
+class Diverged(AdvrecError):
+    """Training produced a non-finite loss or weight: the run has no result."""

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
 from advrec.errors import AdvrecError
-from advrec.pipeline import build_datamodule, load_checkpoint
+from advrec.pipeline import checked_datamodule, load_checkpoint
 from advrec.utils.console import console, metrics_table, user_errors
 from advrec.utils.io import write_json
 
@@ -20,8 +20,8 @@ def evaluate(cfg: DictConfig) -> dict:
     """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json."""
     if cfg.split not in ("test", "val"):
         raise AdvrecError(f"split={cfg.split!r}: choose test or val")
-    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths, cfg.get("allow_targets") or ())
-    dm = build_datamodule(run_cfg, rows=model.rows)
+    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg)
+    dm = checked_datamodule(run_cfg, model, cfg.ckpt_path)
     trainer = Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -50,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "data": run_cfg.data.name,
         "protocol": run_cfg.protocol.name,
         "optimistic": bool(run_cfg.protocol.optimistic),
+        "checkpoint_status": model.saved_status or "final",
         **{k: float(v) for k, v in sorted(result.items())},
     }
     if trainer.is_global_zero:

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning import Callback, Trainer
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
-from advrec.utils.io import read_checkpoint
+from advrec.utils.callbacks import DivergenceGuard
+from advrec.utils.io import read_checkpoint, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,31 @@ def check_settings(cfg: DictConfig) -> None:
             raise AdvrecError(f"data.{key}={value!r}: it must be a whole number >= 1")
 
 
+METRICS = ("precision", "recall", "ndcg", "mrr", "hit", "coverage")
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """The metric that selects the checkpoint (and stops early) must be one validation
+    computes: a known name at a cut-off in `ks`."""
+    monitor = cfg.protocol.get("monitor")
+    if not monitor:
+        return
+    stage, _, rest = str(monitor).partition("/")
+    name, _, k = rest.partition("@")
+    ks = [int(x) for x in cfg.ks]
+    if stage != "val" or name not in METRICS or not k.isdigit():
+        raise AdvrecError(
+            f"protocol.monitor={monitor!r}: name a validation metric val/<metric>@<k>, "
+            f"<metric> one of {METRICS}, e.g. val/ndcg@{ks[-1]}"
+        )
+    if int(k) not in ks:
+        raise AdvrecError(
+            f"protocol.monitor={monitor} needs the cut-off {k} in ks={ks}: add it "
+            f"(ks={sorted({*ks, int(k)})}) or monitor another, e.g. "
+            f"protocol.monitor=val/{name}@{ks[-1]}"
+        )
+
+
 def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
     d = cfg.data
     dm = RecDataModule(
@@ -82,9 +111,10 @@ def _container(node):
 def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
     cls = model_class(cfg)
     if max(cfg.ks) > dm.n_items:
+        fits = [k for k in cfg.ks if k <= dm.n_items] or [1]
         raise AdvrecError(
-            f"ks={list(cfg.ks)} exceeds the catalogue ({dm.n_items} items); "
-            f"use smaller cut-offs, e.g. ks=[1,5]"
+            f"ks={list(cfg.ks)} exceeds the catalogue ({dm.n_items} items); use cut-offs "
+            f"up to {dm.n_items}, e.g. ks={fits} (and a protocol.monitor at one of them)"
         )
     try:
         accepted = inspect.signature(cls.__init__).parameters
@@ -96,9 +126,26 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
         if isinstance(e.__cause__, AdvrecError):  # the model's own check says it best
             raise e.__cause__ from None
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
-    model.run_config = OmegaConf.to_container(cfg, resolve=False)
+    model.run_config = portable(OmegaConf.to_container(cfg, resolve=False))
+    model.data_identity = dm.identity()
     dm.schedule = getattr(model, "schedule", None)
     return model
+
+
+DATA_FILE_KEYS = {"source": ("path", "train", "test"), "features": ("path",)}
+
+
+def portable(run_config: dict) -> dict:
+    """The config as a checkpoint stores it: relative data file paths made absolute, so
+    advrec-eval and advrec-recommend find the data from any folder."""
+    data = run_config.get("data") or {}
+    for part, keys in DATA_FILE_KEYS.items():
+        node = data.get(part) or {}
+        for key in keys:
+            value = node.get(key)
+            if isinstance(value, str) and "${" not in value and not Path(value).is_absolute():
+                node[key] = str(Path(value).resolve())
+    return run_config
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -124,8 +171,26 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer made atomic (a temporary file beside the checkpoint is
+    renamed over it): a full disk or a kill mid-write leaves the previous checkpoint or none,
+    never a truncated one that looks real."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        try:
+            write_bytes(path, lambda f: torch.save(checkpoint, f))
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError
+            free = shutil.disk_usage(Path(path).parent).free
+            raise AdvrecError(
+                f"could not write the checkpoint {path} ({free / 2**20:.1f} MiB free there): "
+                f"{str(e).splitlines()[0][:120]}; free space or write the run elsewhere "
+                "(hydra.run.dir=..., paths.log_dir=...)"
+            ) from None
+
+
 def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
-    """The configured Trainer; `overrides` (e.g. the protocol's) win over `cfg.trainer`."""
+    """The configured Trainer; `overrides` (e.g. the protocol's) win over `cfg.trainer`.
+    Checkpoints are written atomically and the divergence guard watches every fit."""
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     tcfg.update(overrides)
     if "callbacks" not in overrides:
@@ -134,10 +199,16 @@ def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
             tcfg["enable_progress_bar"] = False
     if "logger" not in overrides:
         tcfg["logger"] = build_loggers(cfg) or False
-    if "plugins" not in tcfg and SLURMEnvironment.detect():
+    plugins = list(tcfg.get("plugins") or [])
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    if SLURMEnvironment.detect() and not any(isinstance(p, SLURMEnvironment) for p in plugins):
         # submitit asks for SIGUSR2 before the time limit (hydra/launcher=slurm): Lightning
         # then saves an hpc checkpoint in the run dir and requeues; the rerun resumes from it
-        tcfg["plugins"] = [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2)]
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2))
+    tcfg["plugins"] = plugins
+    # never optional: a NaN/inf loss or weight stops every fit before it is checkpointed
+    tcfg["callbacks"] = [DivergenceGuard(), *tcfg["callbacks"]]
     try:
         return instantiate(tcfg)
     except (TypeError, ValueError, InstantiationException) as e:
@@ -179,10 +250,9 @@ def _targets(node, key: str = ""):
             yield from _targets(v, f"{key}[{i}]")
 
 
-def load_checkpoint(
-    ckpt_path: str | Path, paths: DictConfig, allowed: Sequence[str] = ()
-) -> tuple[Recommender, DictConfig]:
-    """A trained model plus the training config it stored, with today's `paths`."""
+def load_checkpoint(ckpt_path: str | Path, entry: DictConfig) -> tuple[Recommender, DictConfig]:
+    """A trained model plus the training config it stored, with the entry point's `paths`
+    and any `data` overrides (e.g. `+data.source.path=<where the file moved>`)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise AdvrecError(
@@ -194,9 +264,44 @@ def load_checkpoint(
     if stored is None:
         raise AdvrecError(f"{path} was not written by advrec-train (no advrec_config inside)")
     cfg = OmegaConf.create(stored)
-    check_targets(cfg, allowed, where=f"the config stored in {path}")
     with open_dict(cfg):
-        cfg.paths = paths
+        cfg.paths = entry.paths
+        if entry.get("data"):
+            cfg.data = OmegaConf.merge(cfg.data, entry.data)
+    # what is instantiated from it: the model and the data source (callbacks never are)
+    used = OmegaConf.masked_copy(cfg, ["model", "data"])
+    check_targets(used, entry.get("allow_targets") or (), where=f"the config stored in {path}")
     model = model_class(cfg).load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval()
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    bad += [n for n, b in model.named_buffers() if b.is_floating_point() and b.isnan().any()]
+    if bad:
+        raise AdvrecError(
+            f"{path} has non-finite weights ({', '.join(bad[:3])}): the run diverged; its "
+            "scores and rankings would be arbitrary, so it is not used"
+        )
+    status = model.saved_status or "final"
+    if status != "final":
+        log.warning(
+            "%s is a mid-run checkpoint (%s, saved in epoch %s), not a run's tested model: its "
+            "scores are not the run's result (that model is checkpoints/final.ckpt)",
+            path,
+            status,
+            int(raw.get("epoch", -1)) + 1,
+        )
     return model, cfg
+
+
+def checked_datamodule(run_cfg: DictConfig, model: Recommender, ckpt: str | Path) -> RecDataModule:
+    """The checkpoint's data and split rebuilt, refused unless they are the ones it was
+    trained on."""
+    hint = (
+        f"{ckpt} was trained on it; if the file moved, point to it with "
+        "+data.source.path=<file> (or paths.data_dir=<folder>)"
+    )
+    try:
+        dm = build_datamodule(run_cfg, rows=model.rows)
+    except AdvrecError as e:
+        raise AdvrecError(f"{e} ({hint})") from None
+    dm.check_identity(model.data_identity, str(ckpt))
+    return dm

@@ -105,6 +105,12 @@ class Protocol:
     ):
         """Fit, select on validation, refit if asked, test once. Returns a `Result`.
         `refit_overrides` replace hyper-parameters of the refit (e.g. its `init_ckpt`)."""
+        if self.selects and dm.val_matrix is None:
+            raise AdvrecError(
+                f"protocol.val_fraction={self.val_fraction} left no validation interactions "
+                f"({dm.describe()['n_train']} training interactions), so {self.monitor} cannot "
+                "choose the model; raise protocol.val_fraction or use protocol=original"
+            )
         # a resumed checkpoint is read as data only (unpickling anything else can run code)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         res = Result(model=model, epochs=int(trainer.current_epoch))
@@ -138,8 +144,7 @@ class Protocol:
         from advrec.pipeline import build_trainer  # pipeline imports this module
 
         seed_everything(cfg.seed, workers=True, verbose=False)
-        model = type(chosen)(**{**dict(chosen.hparams), **overrides})
-        model.run_config = chosen.run_config
+        model = chosen.carry_run_state(type(chosen)(**{**dict(chosen.hparams), **overrides}))
         full = dm.with_validation_in_train()
         full.schedule = getattr(model, "schedule", None)
         trainer = build_trainer(

@@ -12,10 +12,10 @@ import torch
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
-from advrec.data.datamodule import dense_rows
+from advrec.data.datamodule import dense_rows, history_from
 from advrec.data.sources import read_table
 from advrec.errors import AdvrecError
-from advrec.pipeline import build_datamodule, load_checkpoint
+from advrec.pipeline import checked_datamodule, load_checkpoint
 from advrec.utils.console import console, user_errors
 from advrec.utils.io import write_csv
 
@@ -64,6 +64,21 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
     return table[id_column].to_numpy(), features
 
 
+def _known(cfg: DictConfig, model, run_cfg: DictConfig) -> tuple:
+    """Raw user and item ids, user features and known history (train + validation), from
+    the checkpoint itself (no data file needed), or rebuilt from the data for checkpoints of
+    advrec < 0.3."""
+    ident = model.data_identity
+    if ident and "history_indptr" in ident:
+        ids = [
+            np.asarray(v.numpy() if torch.is_tensor(v) else v)
+            for v in (ident["user_ids"], ident["item_ids"])
+        ]
+        return ids[0], ids[1], ident.get("user_features"), history_from(ident)
+    dm = checked_datamodule(run_cfg, model, cfg.ckpt_path)
+    return dm.data.user_ids, dm.data.item_ids, dm.user_features, dm.history("test")
+
+
 def _check_output(cfg: DictConfig) -> None:
     """Never a directory, never the checkpoint itself, never an existing file by accident."""
     out = Path(cfg.output)
@@ -85,29 +100,22 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     if int(cfg.k) < 1:
         raise AdvrecError(f"k={cfg.k} must be at least 1")
     _check_output(cfg)
-    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg.paths, cfg.get("allow_targets") or ())
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    bad += [n for n, b in model.named_buffers() if b.is_floating_point() and b.isnan().any()]
-    if bad:
-        raise AdvrecError(
-            f"{cfg.ckpt_path} has non-finite weights ({', '.join(bad[:3])}): the run diverged; "
-            "its rankings would be arbitrary, so nothing was written"
-        )
+    model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg)
     model.to(cfg.device)
-    dm = build_datamodule(run_cfg, rows=model.rows)
     wanted = _wanted_users(cfg)
     if cfg.get("new_users_file") is not None:
         if wanted is not None:
             raise AdvrecError("give known users (users / users_file) or new_users_file, not both")
+        dm = checked_datamodule(run_cfg, model, cfg.ckpt_path)  # its feature encoder
         raw_ids, features = _new_users(cfg, model, dm)
+        item_ids = dm.data.item_ids
         users = np.arange(len(raw_ids))
         history = sp.csr_matrix((len(raw_ids), dm.n_items), dtype=np.float32)  # nothing seen
     else:
-        raw_ids, features = dm.data.user_ids, dm.user_features
-        users = np.arange(dm.n_users) if wanted is None else _positions(raw_ids, wanted)
-        history = dm.history("test")  # everything the user is known to have seen
+        raw_ids, item_ids, features, history = _known(cfg, model, run_cfg)
+        users = np.arange(len(raw_ids)) if wanted is None else _positions(raw_ids, wanted)
         model.prepare_scoring(history)
-    k = min(int(cfg.k), dm.n_items)
+    k = min(int(cfg.k), len(item_ids))
     parts = []
     for lo in range(0, len(users), int(cfg.batch_size)):
         u = users[lo : lo + int(cfg.batch_size)]
@@ -123,7 +131,7 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
             pd.DataFrame(
                 {
                     "user_id": raw_ids[rows[keep]],
-                    "item_id": dm.data.item_ids[items[keep]],
+                    "item_id": item_ids[items[keep]],
                     "rank": ranks[keep],
                     "score": scores[keep],
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import sys
 import time
@@ -14,14 +15,17 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from advrec import rundir
 from advrec.config import CONF_DIR
 from advrec.pipeline import (
     build_datamodule,
     build_model,
     build_trainer,
+    check_monitor,
     check_settings,
     check_targets,
     model_class,
+    portable,
 )
 from advrec.protocol import Protocol
 from advrec.utils.console import console, metrics_table, print_config, user_errors
@@ -40,9 +44,16 @@ def train(cfg: DictConfig) -> dict:
     print_config(cfg)
     protocol = Protocol.from_config(cfg.protocol)
     cls = model_class(cfg)
+    check_monitor(cfg)
+    if cfg.get("pretrain"):  # its choice is set below; a resume may not change the rest
+        with open_dict(cfg):
+            cfg.accept_changes = [*(cfg.get("accept_changes") or []), "model.init_ckpt"]
+    resume = rundir.prepare(cfg, portable(OmegaConf.to_container(cfg, resolve=False)))
+    with open_dict(cfg):
+        cfg.ckpt_path = resume
     dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))
     try:
-        pre = _pretrain(cfg, dm, protocol) if cfg.get("pretrain") else None
+        pre = _pretrain(cfg, dm, protocol, resume) if cfg.get("pretrain") else None
         refit_overrides = {}
         if pre is not None:  # selection starts from the pre-training's selected model, the
             # refit from its refit (neither ever saw data its own stage must not see)
@@ -63,6 +74,7 @@ def train(cfg: DictConfig) -> dict:
     model = res.model
     out_dir = Path(cfg.paths.output_dir)
     final = out_dir / "checkpoints" / "final.ckpt"
+    model.status = "final"
     trainer.save_checkpoint(final, weights_only=True)  # the tested model, not a resume point
 
     metrics = {
@@ -86,11 +98,19 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _pretrain(cfg: DictConfig, dm, protocol: Protocol) -> dict:
+def _pretrain(cfg: DictConfig, dm, protocol: Protocol, resume: str | None) -> dict:
     """`pretrain.model` (e.g. IRGAN's BPR-DNS) trained first on the same split under the same
     protocol, into <run dir>/pretrain/. Returns its selected and its final (tested, refit)
-    checkpoint and its metrics."""
+    checkpoint and its metrics; a resumed run reuses a finished pre-training."""
     out = Path(cfg.paths.output_dir) / "pretrain"
+    if resume and (out / "metrics.json").is_file():
+        metrics = json.loads((out / "metrics.json").read_text())
+        final = metrics["checkpoint"]
+        return {
+            "selected": metrics.get("selected_checkpoint") or final,
+            "final": final,
+            "metrics": metrics,
+        }
     pcfg = copy.deepcopy(cfg)
     with open_dict(pcfg):
         pcfg.model = cfg.pretrain.model
@@ -107,6 +127,7 @@ def _pretrain(cfg: DictConfig, dm, protocol: Protocol) -> dict:
     log.info("pre-training %s into %s", type(model).__name__, out)
     res = protocol.run(pcfg, model, dm, trainer)
     final = out / "checkpoints" / "final.ckpt"
+    res.model.status = "final"
     trainer.save_checkpoint(final, weights_only=True)
     metrics = {"model": type(res.model).__name__, **res.metrics(), "checkpoint": str(final)}
     if trainer.is_global_zero:

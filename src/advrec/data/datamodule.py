@@ -36,6 +36,20 @@ def dense_rows(m: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
     return out
 
 
+def _raw_ids(ids: np.ndarray) -> torch.Tensor | list[str]:
+    """Raw ids as a checkpoint can hold them without pickled numpy objects."""
+    if np.issubdtype(ids.dtype, np.integer):
+        return torch.from_numpy(ids.astype(np.int64))
+    return [str(i) for i in ids]
+
+
+def history_from(identity: dict) -> sp.csr_matrix:
+    """The test-time history (users x items) a checkpoint's data identity stores."""
+    indptr, indices = identity["history_indptr"].numpy(), identity["history_indices"].numpy()
+    shape = (len(identity["user_ids"]), len(identity["item_ids"]))
+    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=shape)
+
+
 class _Indices(Dataset):
     def __init__(self, n: int):
         self.n = n
@@ -349,6 +363,42 @@ class RecDataModule(LightningDataModule):
             out["n_features"] = self.feature_encoder.dim
         return out
 
+    def identity(self) -> dict:
+        """What ties a checkpoint to this data: fingerprints of the interactions and of the
+        split, the raw-id maps, and the test-time history and user features (so advrec-recommend
+        serves known users without the data file)."""
+        hist = self.history("test")
+        return {
+            "fingerprint": self.data.fingerprint(),
+            "split": self.split.fingerprint(),
+            "user_ids": _raw_ids(self.data.user_ids),
+            "item_ids": _raw_ids(self.data.item_ids),
+            "history_indptr": torch.from_numpy(hist.indptr.astype(np.int64)),
+            "history_indices": torch.from_numpy(hist.indices.astype(np.int32)),
+            "user_features": self.user_features,
+        }
+
+    def check_identity(self, stored: dict | None, ckpt: str) -> None:
+        """Refuse data or a split other than those the checkpoint was trained on."""
+        if not stored:
+            log.warning("%s stores no data fingerprint (advrec < 0.3): not checked", ckpt)
+            return
+        now = self.identity()
+        shape = f"{len(stored['user_ids'])} users x {len(stored['item_ids'])} items"
+        if now["fingerprint"] != stored["fingerprint"]:
+            raise AdvrecError(
+                f"the data changed under {ckpt}: it was trained on {shape} (fingerprint "
+                f"{stored['fingerprint']}), the data now reads {self.n_users} users x "
+                f"{self.n_items} items (fingerprint {now['fingerprint']}); point to the "
+                "original file with +data.source.path=<file> (or paths.data_dir=<folder>)"
+            )
+        if now["split"] != stored["split"]:
+            raise AdvrecError(
+                f"the split differs from the one {ckpt} was trained on (same data, other "
+                "train/test labels): its seed, split settings or cached split changed; "
+                "evaluate with the checkpoint's own settings (no data.split / seed overrides)"
+            )
+
     def history(self, stage: str) -> sp.csr_matrix:
         """What a user is known to have seen when `stage` ('val' or 'test') is evaluated."""
         if stage == "val" and not self.val_on_test:
@@ -412,11 +462,13 @@ class RecDataModule(LightningDataModule):
         return trainer.current_epoch
 
     def _batches_done(self) -> int:
-        """Training batches of the current epoch the fit loop has completed."""
+        """Training batches of the current epoch the fit loop has trained (processed: a
+        checkpoint written in on_train_batch_end, e.g. the periodic resume point, counts its
+        batch as done, as Lightning's own loop does when it restores such a checkpoint)."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _eval_loader(self, stage: str) -> DataLoader:
         target = self.val_matrix if stage == "val" else self.test_matrix

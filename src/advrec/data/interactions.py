@@ -52,6 +52,8 @@ class Interactions:
 
     def fingerprint(self) -> str:
         """A hash of everything a split depends on (structure, ids, timestamps, folds)."""
+        if self.__dict__.get("_fingerprint"):
+            return self.__dict__["_fingerprint"]
         h = hashlib.sha256()
         m = self.matrix
         for arr in (m.indptr, m.indices, self.timestamps, self.folds):
@@ -60,7 +62,8 @@ class Interactions:
         h.update(str(m.shape).encode())
         for ids in (self.user_ids, self.item_ids):
             h.update("\x1f".join(map(str, ids)).encode())
-        return h.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = h.hexdigest()[:16]  # the data never changes after load
+        return self.__dict__["_fingerprint"]
 
     def describe(self) -> dict:
         n_u, n_i = self.matrix.shape
@@ -105,6 +108,16 @@ class Interactions:
             raise AdvrecError(
                 f"{source}: column(s) {missing} not found; columns present: {list(df.columns)}. "
                 "Set the column names in the data config (e.g. data.source.columns.user=...)."
+            )
+        if threshold is not None and rating_col is None:
+            raise AdvrecError(
+                f"{source}: threshold={threshold} keeps ratings >= it, but no rating column is "
+                "mapped; set data.source.columns.rating=<column> or data.source.threshold=null"
+            )
+        if df.empty:
+            raise AdvrecError(
+                f"{source}: the file has no data rows (columns {list(df.columns)} only); "
+                "give a file with interactions"
             )
         df = df[wanted].copy()
         stats: dict = {"n_raw_rows": int(len(df))}

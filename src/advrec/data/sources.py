@@ -188,6 +188,11 @@ class Files(Source):
         self.name = self.path.name
 
     def load(self) -> Interactions:
+        if not self.path.is_file():
+            raise AdvrecError(
+                f"data file not found: {self.path.resolve()} (data.source.path={self.path}; a "
+                "relative path is read from the folder advrec runs in). Check the path"
+            )
         df = read_table(self.path, sep=self.sep, header=self.header)
         if not self.header:
             df.columns = [str(c) for c in df.columns]

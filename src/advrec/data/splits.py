@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +22,7 @@ import scipy.sparse as sp
 
 from advrec.data.interactions import TEST, TRAIN, Interactions
 from advrec.errors import AdvrecError
+from advrec.utils.io import write_bytes
 
 log = logging.getLogger(__name__)
 VAL = 1
@@ -56,6 +55,12 @@ class Split:
         )
         m.sort_indices()
         return m
+
+    def fingerprint(self) -> str:
+        """A hash of the data and of every interaction's label."""
+        h = hashlib.sha256(self.data.fingerprint().encode())
+        h.update(np.ascontiguousarray(self.folds, dtype=np.int8).tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def train(self) -> sp.csr_matrix:
@@ -115,13 +120,28 @@ def make_split(
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "splits" / f"{key}.npz" if cache_dir else None
     if path is not None and path.is_file():
-        folds = np.load(path)["folds"]
-        if len(folds) == data.nnz:
+        folds = _read_cache(path, data.nnz)
+        if folds is not None:
             return Split(data, folds)
     folds = _compute(data, method, test_fraction, val_fraction, val_method, seed)
     if path is not None:
-        _save_atomic(path, folds)
+        _save_cache(path, folds)
     return Split(data, folds)
+
+
+def _read_cache(path: Path, nnz: int) -> np.ndarray | None:
+    """The cached labels, or None (and the entry discarded) when the file is damaged."""
+    try:
+        with np.load(path) as f:
+            folds = f["folds"]
+        if len(folds) == nnz and set(np.unique(folds)) <= {TRAIN, VAL, TEST}:
+            return folds
+        problem = f"{len(folds)} labels for {nnz} interactions"
+    except Exception as e:  # truncated, not a zip, no 'folds' inside
+        problem = f"{type(e).__name__}: {e}"
+    log.warning("split cache %s is damaged (%s); discarded and rebuilt", path, problem)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _compute(data, method, test_fraction, val_fraction, val_method, seed) -> np.ndarray:
@@ -143,6 +163,12 @@ def _compute(data, method, test_fraction, val_fraction, val_method, seed) -> np.
         sub_ts = None if ts is None else ts[idx]
         folds[idx[_holdout(val_method, rows[idx], sub_ts, val_fraction, rng)]] = VAL
     if not (folds == TEST).any():
+        if method in ("user_holdout", "leave_one_out") and np.bincount(rows).max() < 2:
+            raise AdvrecError(
+                f"every user has a single interaction and split.method={method} keeps each "
+                "user's only item for training, so nothing is left to test; use "
+                "split.method=random_holdout or cold_users"
+            )
         raise AdvrecError("the split left no test interactions; raise split.test_fraction")
     return folds
 
@@ -181,12 +207,8 @@ def _holdout(method, rows, ts, frac, rng) -> np.ndarray:
     return pos < n_out[rows]
 
 
-def _save_atomic(path: Path, folds: np.ndarray) -> None:
+def _save_cache(path: Path, folds: np.ndarray) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, folds=folds)
-        os.replace(tmp, path)
-    except OSError as e:  # a read-only cache only costs time
+        write_bytes(path, lambda f: np.savez_compressed(f, folds=folds))
+    except OSError as e:  # a read-only or full cache only costs time
         log.warning("split cache not written (%s): %s", path, e)

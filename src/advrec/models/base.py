@@ -49,6 +49,9 @@ class Recommender(LightningModule):
         self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
         self.predict_k = 20
         self.refit_on: str | None = None  # "train+validation" once refit for the test
+        self.data_identity: dict | None = None  # what it was trained on (DataModule.identity)
+        self.status = "running"  # stored in checkpoints: running | interrupted (...) | final
+        self.saved_status: str | None = None  # the status of the checkpoint it was loaded from
         self._skipped: torch.Tensor | None = None  # optimizer steps skipped by the AMP scaler
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -123,6 +126,11 @@ class Recommender(LightningModule):
         self.untoggle_optimizer(opt)
         return loss.detach(), {k: v.detach() for k, v in stats.items()}
 
+    def running_losses(self) -> dict[str, torch.Tensor]:
+        """This epoch's losses so far, for models that log them only at the epoch's end (the
+        divergence guard names a non-finite one)."""
+        return {}
+
     def on_train_epoch_end(self) -> None:
         if self._skipped is not None:
             self.log("train/skipped_steps", self._skipped.float(), reduce_fx="sum", sync_dist=True)
@@ -150,10 +158,19 @@ class Recommender(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["advrec_config"] = self.run_config
         checkpoint["advrec_refit_on"] = self.refit_on
+        checkpoint["advrec_data"] = self.data_identity
+        checkpoint["advrec_status"] = self.status
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_config = checkpoint.get("advrec_config")
         self.refit_on = checkpoint.get("advrec_refit_on")
+        self.data_identity = checkpoint.get("advrec_data")
+        self.saved_status = checkpoint.get("advrec_status")
+
+    def carry_run_state(self, other: Recommender) -> Recommender:
+        """Give `other` (e.g. the refit copy) this model's run config and data identity."""
+        other.run_config, other.data_identity = self.run_config, self.data_identity
+        return other
 
 
 class ClosedForm(Recommender):

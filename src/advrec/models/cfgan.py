@@ -242,6 +242,9 @@ class CFGAN(Recommender):
             acc[0] = acc[0] + v.detach().float() * n
             acc[1] += n
 
+    def running_losses(self) -> dict[str, torch.Tensor]:
+        return {k: total / max(n, 1) for k, (total, n) in self._sums.items()}
+
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         for k, (total, n) in self._sums.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -51,6 +52,9 @@ def check_config(cfg: DictConfig) -> None:
         raise AdvrecError(f"config value(s) {missing} must be set; add {hint} to the command")
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def user_errors(fn):
     """Turn user mistakes into one clear line on stderr and exit status 2 (no traceback)."""
 
@@ -65,6 +69,13 @@ def user_errors(fn):
             message = f"config value {e.full_key} must be set; add {e.full_key}=... to the command"
         except OmegaConfBaseException as e:
             message = f"bad config at {e.full_key or '?'}: {e.msg}"
+        except OSError as e:
+            if e.errno not in DISK_ERRORS:
+                raise
+            message = (
+                f"cannot write {e.filename or 'a file'}: {e.strerror}; free space or write "
+                "elsewhere (hydra.run.dir=..., paths.log_dir=..., ADVREC_CACHE_DIR)"
+            )
         print(f"advrec: error: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -14,16 +14,20 @@ import pandas as pd
 from advrec.errors import AdvrecError
 
 
-def _atomic(path: Path, write) -> Path:
+def _atomic(path: Path, write, binary: bool = False) -> Path:
+    """`write(f)` into a temporary file beside `path`, flushed to disk, then renamed over it:
+    on a full disk or a kill the old file (or none) stays, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the group
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the group
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -37,6 +41,11 @@ def write_json(path: Path | str, obj: dict) -> Path:
 
 def write_csv(path: Path | str, df: pd.DataFrame) -> Path:
     return _atomic(Path(path), lambda f: df.to_csv(f, index=False))
+
+
+def write_bytes(path: Path | str, write) -> Path:
+    """`write(f)` with a binary file object, atomically (see `_atomic`)."""
+    return _atomic(Path(path), write, binary=True)
 
 
 def write_text(path: Path | str, text: str) -> Path:
