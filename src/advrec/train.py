@@ -65,11 +65,14 @@ def train(cfg: DictConfig) -> dict:
         res = protocol.run(cfg, model, dm, trainer, refit_overrides)
     except SIGTERMException:
         out = Path(cfg.paths.output_dir)
-        print(
-            f"advrec: stopped by SIGTERM; the state at this step is in {out}/checkpoints/"
-            f"last.ckpt. Resume with the same overrides plus hydra.run.dir={out} ckpt_path=last",
-            file=sys.stderr,
+        last = out / "checkpoints" / "last.ckpt"
+        where = (
+            f"the state at this step is in {last}. Resume with the same overrides plus "
+            f"hydra.run.dir={out} ckpt_path=last"
+            if last.is_file()
+            else "before training started: nothing to resume; run the command again"
         )
+        print(f"advrec: stopped by SIGTERM; {where}", file=sys.stderr)
         sys.exit(143)
     model = res.model
     out_dir = Path(cfg.paths.output_dir)
