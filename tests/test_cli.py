@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from advrec.metrics import METRICS
 from tests.conftest import run_cli
 from tests.reference import assert_same_metrics
 
@@ -57,7 +58,7 @@ def test_train_writes_metrics_json(trained, tiny):
     run, m, proc = trained
     n_test_users = tiny[1]["user"].nunique()
     for stage in ("val", "test"):
-        for name in ("precision", "recall", "ndcg", "mrr", "hit", "coverage"):
+        for name in METRICS:
             for k in (5, 10, 20):
                 assert 0.0 <= m[f"{stage}/{name}@{k}"] <= 1.0
     assert m["protocol"] == "validated" and m["optimistic"] is False

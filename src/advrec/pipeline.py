@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
+from advrec.metrics.names import METRICS
 from advrec.models.base import Recommender
 from advrec.utils.callbacks import DivergenceGuard
 from advrec.utils.io import read_checkpoint, write_bytes
@@ -56,9 +57,6 @@ def check_settings(cfg: DictConfig) -> None:
         value = cfg.data.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise AdvrecError(f"data.{key}={value!r}: it must be a whole number >= 1")
-
-
-METRICS = ("precision", "recall", "ndcg", "mrr", "hit", "coverage")
 
 
 def check_monitor(cfg: DictConfig) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-NAMES = ("precision", "recall", "ndcg", "mrr", "hit")
+from advrec.metrics.names import PER_USER
 
 
 def topk_ranked(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +59,8 @@ class RankingMetrics(Metric):
         super().__init__(**kw)
         self.ks = sorted({int(k) for k in ks})
         self.n_items = n_items
-        self.add_state(
-            "sums", torch.zeros(len(NAMES), len(self.ks), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        sums = torch.zeros(len(PER_USER), len(self.ks), dtype=torch.float64)
+        self.add_state("sums", sums, dist_reduce_fx="sum")
         self.add_state("n_users", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state(
             "n_users_without_targets", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum"
@@ -117,7 +116,7 @@ class RankingMetrics(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
         denom = self.n_users.clamp(min=1).to(torch.float64)
-        for i, name in enumerate(NAMES):
+        for i, name in enumerate(PER_USER):
             for j, k in enumerate(self.ks):
                 out[f"{name}@{k}"] = (self.sums[i, j] / denom).float()
         if self.n_items:

@@ -14,6 +14,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from advrec.errors import AdvrecError
+from advrec.metrics.names import METRICS
 
 console = Console(stderr=False)
 log = logging.getLogger("advrec")
@@ -27,14 +28,13 @@ def print_config(cfg: DictConfig, keys=("data", "model", "protocol", "trainer", 
 
 def metrics_table(metrics: dict, ks, title: str) -> Table:
     """Rows = metric names, columns = stages x K (only the stages present)."""
-    names = ["precision", "recall", "ndcg", "mrr", "hit", "coverage"]
     stages = [s for s in ("val", "test") if any(k.startswith(f"{s}/") for k in metrics)]
     table = Table(title=title)
     table.add_column("metric")
     for s in stages:
         for k in ks:
             table.add_column(f"{s} @{k}", justify="right")
-    for name in names:
+    for name in METRICS:
         cells = []
         for s in stages:
             for k in ks:
