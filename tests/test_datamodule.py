@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from advrec.data.datamodule import RecDataModule, UnrepeatedDistributedSampler, dense_rows
+from advrec.data.batches import UnrepeatedDistributedSampler, dense_rows
+from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
 from tests.conftest import synthetic_dm
 
@@ -70,7 +71,7 @@ def test_val_on_test_evaluates_the_test_split_with_full_history():
 
 
 def test_phased_sampler_schedule_and_determinism():
-    from advrec.data.datamodule import PhasedBatchSampler
+    from advrec.data.batches import PhasedBatchSampler
 
     s = PhasedBatchSampler(10, [("D", 4, 2), ("G", 3, 1)], seed=1)
     batches = list(s)

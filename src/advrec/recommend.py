@@ -12,7 +12,8 @@ import torch
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
-from advrec.data.datamodule import dense_rows, history_from
+from advrec.data.batches import dense_rows
+from advrec.data.datamodule import history_from
 from advrec.data.sources import read_table
 from advrec.errors import AdvrecError
 from advrec.pipeline import checked_datamodule, load_checkpoint

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from advrec.data.datamodule import dense_rows
+from advrec.data.batches import dense_rows
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
 from advrec.models.nets import l2, mlp
