@@ -24,7 +24,7 @@ from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
 from advrec.metrics.names import METRICS
 from advrec.models.base import Recommender
-from advrec.utils.callbacks import DivergenceGuard
+from advrec.utils.callbacks import DivergenceGuard, nonfinite_weights
 from advrec.utils.io import read_checkpoint, write_bytes
 
 log = logging.getLogger(__name__)
@@ -271,8 +271,7 @@ def load_checkpoint(ckpt_path: str | Path, entry: DictConfig) -> tuple[Recommend
     check_targets(used, entry.get("allow_targets") or (), where=f"the config stored in {path}")
     model = model_class(cfg).load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval()
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    bad += [n for n, b in model.named_buffers() if b.is_floating_point() and b.isnan().any()]
+    bad = nonfinite_weights(model)
     if bad:
         raise AdvrecError(
             f"{path} has non-finite weights ({', '.join(bad[:3])}): the run diverged; its "

@@ -67,8 +67,8 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
 
 def _known(cfg: DictConfig, model, run_cfg: DictConfig) -> tuple:
     """Raw user and item ids, user features and known history (train + validation), from
-    the checkpoint itself (no data file needed), or rebuilt from the data for checkpoints of
-    advrec < 0.3."""
+    the checkpoint itself (no data file needed), or rebuilt from the data for checkpoints
+    written before checkpoints stored their data."""
     ident = model.data_identity
     if ident and "history_indptr" in ident:
         ids = [

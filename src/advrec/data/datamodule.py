@@ -208,18 +208,18 @@ class RecDataModule(LightningDataModule):
     def check_identity(self, stored: dict | None, ckpt: str) -> None:
         """Refuse data or a split other than those the checkpoint was trained on."""
         if not stored:
-            log.warning("%s stores no data fingerprint (advrec < 0.3): not checked", ckpt)
+            log.warning("%s was written before checkpoints stored their data: not checked", ckpt)
             return
-        now = self.identity()
+        data_now, split_now = self.data.fingerprint(), self.split.fingerprint()
         shape = f"{len(stored['user_ids'])} users x {len(stored['item_ids'])} items"
-        if now["fingerprint"] != stored["fingerprint"]:
+        if data_now != stored["fingerprint"]:
             raise AdvrecError(
                 f"the data changed under {ckpt}: it was trained on {shape} (fingerprint "
                 f"{stored['fingerprint']}), the data now reads {self.n_users} users x "
-                f"{self.n_items} items (fingerprint {now['fingerprint']}); point to the "
+                f"{self.n_items} items (fingerprint {data_now}); point to the "
                 "original file with +data.source.path=<file> (or paths.data_dir=<folder>)"
             )
-        if now["split"] != stored["split"]:
+        if split_now != stored["split"]:
             raise AdvrecError(
                 f"the split differs from the one {ckpt} was trained on (same data, other "
                 "train/test labels): its seed, split settings or cached split changed; "

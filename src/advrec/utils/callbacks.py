@@ -14,10 +14,18 @@ from advrec.errors import AdvrecError, Diverged
 log = logging.getLogger(__name__)
 
 
+def nonfinite_weights(module: torch.nn.Module) -> list[str]:
+    """Names of the module's parameters and floating buffers that hold a NaN or inf."""
+    named = [*module.named_parameters(), *module.named_buffers()]
+    tensors = [(n, t) for n, t in named if t.is_floating_point()]
+    if not tensors or bool(torch.stack([t.isfinite().all() for _, t in tensors]).all()):
+        return []  # one host sync for the whole model
+    return [n for n, t in tensors if not t.isfinite().all()]
+
+
 def nonfinite(pl_module) -> tuple[dict, list[str]]:
     """The module's non-finite running losses (`running_losses()`, logged `train/*` values;
-    not under a GradScaler, which skips inf steps by design) and the names of its non-finite
-    parameters and floating buffers."""
+    not under a GradScaler, which skips inf steps by design) and non-finite weights."""
     trainer = pl_module.trainer
     logged = trainer.callback_metrics.items()
     values = {k: torch.as_tensor(v) for k, v in logged if k.startswith("train/")}
@@ -25,11 +33,7 @@ def nonfinite(pl_module) -> tuple[dict, list[str]]:
     losses = {k: float(v) for k, v in values.items() if not torch.isfinite(v).all()}
     if getattr(trainer.precision_plugin, "scaler", None) is not None:
         losses = {}  # 16-mixed: the scaler skips inf steps by design; the weights decide
-    tensors = [*pl_module.named_parameters(), *pl_module.named_buffers()]
-    flags = [t.isfinite().all() for _, t in tensors if t.is_floating_point()]
-    if not flags or bool(torch.stack(flags).all()):  # one host sync for the whole model
-        return losses, []
-    return losses, [n for n, t in tensors if t.is_floating_point() and not t.isfinite().all()]
+    return losses, nonfinite_weights(pl_module)
 
 
 class DivergenceGuard(Callback):
@@ -108,9 +112,7 @@ class ResumePoint(Callback):
             late = time.monotonic() - self._since >= 60 * float(self.every_minutes)
             due = due or bool(trainer.strategy.broadcast(late, src=0))
         if due:
-            losses, params = nonfinite(pl_module)
-            if losses or params:
-                DivergenceGuard().check(trainer, pl_module)
+            DivergenceGuard().check(trainer, pl_module)  # never a diverged resume point
             self._save(trainer, "running")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
