@@ -19,11 +19,11 @@ import resource
 import time
 
 import torch
-from lightning import Trainer
 
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
 from advrec.models.cfgan import CFGAN
+from advrec.pipeline import bare_trainer
 
 
 def peak_rss_gib() -> float:
@@ -60,7 +60,6 @@ def main() -> None:
     dm = RecDataModule(
         source=_Loaded(data),
         split={"method": "random_holdout"},
-        rows="users",
         eval_batch_size=a.eval_batch_size,
         seed=0,
     )
@@ -84,18 +83,10 @@ def main() -> None:
         d_steps=a.d_steps,
     )
     out["cfgan"] = {k: v for k, v in model.hparams.items() if k not in ("n_users", "n_items")}
-    dm.schedule = model.schedule
-    steps_per_epoch = len(dm.train_dataloader())
+    steps_per_epoch = len(dm.train_dataloader(model.plan()))
     out["train_steps_per_epoch"] = steps_per_epoch
-    trainer = Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        limit_train_batches=a.max_steps or 1.0,
+    trainer = bare_trainer(
+        max_epochs=1, limit_val_batches=0, limit_train_batches=a.max_steps or 1.0
     )
     if not a.skip_train:
         t = time.perf_counter()

@@ -17,30 +17,30 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning import Trainer
 
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Predefined
-from advrec.models.cfgan import CFGAN, D_PHASE, PM, ZR, epoch_masks
+from advrec.models.cfgan import CFGAN, PM, ZR
 from advrec.models.nets import l2
+from advrec.models.samplers import HashedNegatives
+from advrec.pipeline import bare_trainer
 
 
 def datamodule(data_dir: Path) -> RecDataModule:
     base = data_dir / "cfgan-splits" / "ML100K" / "ML100K."
-    dm = RecDataModule(
-        Predefined(f"{base}train", f"{base}test"), {"method": "predefined"}, rows="items"
-    )
+    dm = RecDataModule(Predefined(f"{base}train", f"{base}test"), {"method": "predefined"})
     dm.setup()
     return dm
 
 
 def plain_epoch(model: CFGAN, dm, loader, opt_g, opt_d, epoch: int) -> None:
-    h = model.hparams
-    masks = epoch_masks(dm.fit_rows_matrix(), h, epoch, "cpu")
+    h = model.hparams  # negatives=independent: N^PM and N^ZR under their own salts
+    negatives = HashedNegatives(h.seed)
+    negatives.use(dm.fit_rows_matrix("items"))
     for batch in loader:
-        x, rows = batch["x"], batch["rows"]
-        fake_mask = x + masks[PM][rows].float()
-        if batch["phase"] == D_PHASE:
+        x, ids = batch["x"], batch["ids"]
+        fake_mask = x + negatives(ids, x, h.s_pm, PM, epoch).float()
+        if batch["phase"] == "D":
             with torch.no_grad():
                 fake = model.generator(x) * fake_mask
             real = model.discriminator(torch.cat([x, x], 1))
@@ -54,7 +54,7 @@ def plain_epoch(model: CFGAN, dm, loader, opt_g, opt_d, epoch: int) -> None:
             loss.backward()
             opt_d.step()
         else:
-            zr_mask = masks[ZR][rows].float()
+            zr_mask = negatives(ids, x, h.s_zr, ZR, epoch).float()
             out = model.generator(x)
             d_fake = model.discriminator(torch.cat([x, out * fake_mask], 1))
             loss = (
@@ -78,23 +78,14 @@ def main() -> None:
     dm = datamodule(Path(a.data_dir))
 
     model = CFGAN(dm.n_users, dm.n_items)
-    dm.schedule = model.schedule
-    trainer = Trainer(
-        max_epochs=a.epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-    )
+    trainer = bare_trainer(max_epochs=a.epochs, limit_val_batches=0)
     t = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     lightning_s = (time.perf_counter() - t) / a.epochs
 
     ref = CFGAN(dm.n_users, dm.n_items)
     opt_g, opt_d = ref.configure_optimizers()
-    loader = dm.train_dataloader()
+    loader = dm.train_dataloader(ref.plan())
     t = time.perf_counter()
     for epoch in range(a.epochs):
         loader.batch_sampler.set_epoch(epoch)

@@ -3,40 +3,12 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from advrec.metrics import METRICS
-from tests.conftest import run_cli
-from tests.reference import assert_same_metrics
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A predefined train/test pair with string ids; user u49 has no test item."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(50):
-        for i in rng.choice(40, size=rng.integers(4, 12), replace=False):
-            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6))))
-    df = pd.DataFrame(rows, columns=["user", "item", "rating"]).drop_duplicates(["user", "item"])
-    is_test = rng.random(len(df)) < 0.25
-    is_test &= df["user"].to_numpy() != "u49"
-    df[~is_test].to_csv(root / "t.train", sep=" ", header=False, index=False)
-    df[is_test].to_csv(root / "t.test", sep=" ", header=False, index=False)
-    return root, df[is_test]
-
-
-def data_args(root: Path) -> list[str]:
-    return [
-        "data=cfgan_ml100k",
-        "data.name=tiny",
-        f"data.source.train={root / 't.train'}",
-        f"data.source.test={root / 't.test'}",
-        "logger=csv",
-    ]
+from tests.helpers import data_args, run_cli, run_recommend
+from tests.helpers.reference import assert_same_metrics
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +60,7 @@ def test_recommend_scored_independently_matches_train(trained, tiny, tmp_path):
     run, m, _ = trained
     root, test_df = tiny
     out = tmp_path / "recs.csv"
-    run_cli(
-        "recommend",
-        f"ckpt_path={m['checkpoint']}",
-        "k=20",
-        f"output={out}",
-        f"hydra.run.dir={tmp_path / 'r'}",
-        cwd=tmp_path,
-    )
+    run_recommend(m["checkpoint"], out, tmp_path)
     recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
     assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
     train = pd.read_csv(root / "t.train", sep=" ", header=None, names=["u", "i", "r"])

@@ -9,12 +9,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from advrec.data.batches import Plan
 from advrec.data.datamodule import RecDataModule
 from advrec.data.interactions import Interactions
 from advrec.data.splits import VAL, make_split
 from advrec.models.cfgan import CFGAN
 from advrec.models.pop import GroupPop, TopPop
-from tests.conftest import quiet_trainer, run_cli
+from tests.helpers import quiet_trainer, run_cli
 
 
 class GroupTaste:
@@ -80,8 +81,8 @@ def test_cold_users_are_not_trained_on_and_rank_every_item():
     cold = torch.tensor([u in test_users for u in batch["users"].tolist()])
     assert batch["history"][cold].sum() == 0  # nothing to mask: every item is a candidate
     assert torch.equal(batch["features"], dm.user_features[batch["users"]])
-    train_batch = next(iter(dm.train_dataloader()))
-    assert torch.equal(train_batch["features"], dm.user_features[train_batch["rows"]])
+    train_batch = next(iter(dm.train_dataloader(Plan(features=True))))
+    assert torch.equal(train_batch["features"], dm.user_features[train_batch["ids"]])
 
 
 def test_only_cold_start_splits_drop_users_from_training():
@@ -129,7 +130,6 @@ def test_features_only_generator_learns_a_taste_that_depends_on_one_feature():
                 reg_g=0.0,
                 ks=(5,),
             )
-        dm.schedule = getattr(model, "schedule", None)
         trainer = quiet_trainer(max_epochs=1 if name == "toppop" else 40, limit_val_batches=0)
         trainer.fit(model, datamodule=dm)
         results[name] = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@5"]

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from advrec.config import CONF_DIR
 from advrec.pipeline import check_monitor, check_settings, check_targets, model_class
 from advrec.protocol import Protocol
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 GROUPS = ("experiment", "tuned", "hparams_search", "data", "model")
 

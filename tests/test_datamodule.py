@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from advrec.data.batches import UnrepeatedDistributedSampler, dense_rows
+from advrec.data.batches import Phase, Plan, UnrepeatedDistributedSampler, dense_rows
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
-from tests.conftest import synthetic_dm
+from advrec.models.base import Recommender
+from tests.helpers import quiet_trainer, synthetic_dm
 
 
 @pytest.fixture(scope="module")
@@ -15,18 +16,49 @@ def dm():
 
 def test_train_batches_are_dense_rows_of_train(dm):
     batch = next(iter(dm.train_dataloader()))
-    rows = batch["rows"].numpy()
+    ids = batch["ids"].numpy()
     assert batch["x"].shape == (32, dm.n_items)
-    assert torch.equal(batch["x"], torch.from_numpy(dm.train_matrix[rows].toarray()))
+    assert torch.equal(batch["x"], torch.from_numpy(dm.train_matrix[ids].toarray()))
+    assert "features" not in batch and "phase" in batch  # a plan without features
 
 
-def test_item_rows(dm):
-    dm.rows = "items"
-    try:
-        batch = next(iter(dm.train_dataloader()))
-        assert batch["x"].shape == (32, dm.n_users)
-    finally:
-        dm.rows = "users"
+def test_item_rows_follow_the_plan(dm):
+    batch = next(iter(dm.train_dataloader(Plan(rows="items"))))
+    assert batch["x"].shape == (32, dm.n_users)
+    ids = batch["ids"].numpy()
+    assert torch.equal(batch["x"], torch.from_numpy(dm.train_matrix.T.tocsr()[ids].toarray()))
+
+
+def test_the_plan_of_the_fitted_model_shapes_its_batches(dm):
+    """The DataModule reads the plan of the model being fitted; the model never writes the
+    DataModule."""
+
+    class TwoPhases(Recommender):
+        rows = "items"
+
+        def __init__(self):
+            super().__init__(dm.n_users, dm.n_items)
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def phases(self):
+            return (Phase("A", 10, 2), Phase("B", 25, 1))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((batch["phase"], batch["pass"], len(batch["ids"])))
+            return self.w.sum() * 0.0
+
+    model = TwoPhases()
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, datamodule=dm)
+    n = dm.n_items  # item rows
+    expected = [
+        ("A", p, len(b)) for p in range(2) for b in np.array_split(np.arange(n), range(10, n, 10))
+    ]
+    expected += [("B", 0, len(b)) for b in np.array_split(np.arange(n), range(25, n, 25))]
+    assert model.seen == expected
 
 
 def test_eval_history_is_train_for_val_and_train_plus_val_for_test(dm):
@@ -73,10 +105,10 @@ def test_val_on_test_evaluates_the_test_split_with_full_history():
 def test_phased_sampler_schedule_and_determinism():
     from advrec.data.batches import PhasedBatchSampler
 
-    s = PhasedBatchSampler(10, [("D", 4, 2), ("G", 3, 1)], seed=1)
+    s = PhasedBatchSampler(10, (Phase("D", 4, 2), Phase("G", 3, 1)), seed=1)
     batches = list(s)
     assert len(batches) == len(s) == 3 * 2 + 4
-    assert [b[0][1:] for b in batches] == [(0, 0)] * 3 + [(0, 1)] * 3 + [(1, 0)] * 4
+    assert [b[0][1:] for b in batches] == [("D", 0)] * 3 + [("D", 1)] * 3 + [("G", 0)] * 4
     for passes in (batches[0:3], batches[3:6], batches[6:10]):  # D, D, G: each covers all rows
         assert sorted(i for b in passes for i, *_ in b) == list(range(10))
     s.set_epoch(1)
@@ -88,7 +120,6 @@ def test_phased_sampler_schedule_and_determinism():
 def _batch_orders(dm, epochs: int, **trainer_kw) -> list[list[list[int]]]:
     """The row batches a real `Trainer.fit` feeds the model, per epoch."""
     from advrec.models.base import Recommender
-    from tests.conftest import quiet_trainer
 
     class Recorder(Recommender):
         def __init__(self):
@@ -100,7 +131,7 @@ def _batch_orders(dm, epochs: int, **trainer_kw) -> list[list[list[int]]]:
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
         def training_step(self, batch, batch_idx):
-            self.seen.setdefault(self.current_epoch, []).append(batch["rows"].tolist())
+            self.seen.setdefault(self.current_epoch, []).append(batch["ids"].tolist())
             return self.w.sum() * 0.0
 
     model = Recorder()
@@ -124,8 +155,8 @@ def test_outside_a_fit_set_epoch_decides():
     """A loop that drives the loader by hand (bench/train_overhead.py) sets the epoch itself."""
     m = synthetic_dm(60, 30, 900, batch_size=16)
     loader = m.train_dataloader()
-    first = [b["rows"].tolist() for b in loader]
+    first = [b["ids"].tolist() for b in loader]
     loader.batch_sampler.set_epoch(1)
-    second = [b["rows"].tolist() for b in loader]
+    second = [b["ids"].tolist() for b in loader]
     loader.batch_sampler.set_epoch(0)
-    assert second != first and [b["rows"].tolist() for b in loader] == first
+    assert second != first and [b["ids"].tolist() for b in loader] == first

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from advrec.models.ease import EASE
-from tests.conftest import quiet_trainer, run_cli, synthetic_dm
+from tests.helpers import quiet_trainer, run_cli, synthetic_dm
 
 
 def _test(model, dm, **kw):

@@ -6,8 +6,7 @@ import pickle
 import pytest
 import torch
 
-from tests.conftest import run_cli
-from tests.test_cli import data_args, tiny  # noqa: F401  (fixture)
+from tests.helpers import data_args, one_line_refusal, run_cli
 
 
 class _Payload:
@@ -18,14 +17,6 @@ class _Payload:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
-
-
-def _one_line_refusal(proc, *words):
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("advrec: error:")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def _load_with_eval_and_recommend(ckpt, tmp_path):
@@ -46,7 +37,7 @@ def test_a_crafted_pickle_checkpoint_runs_nothing(tmp_path):
     with open(ckpt, "wb") as f:
         pickle.dump({"advrec_config": {}, "state_dict": _Payload(marker)}, f)
     for proc in _load_with_eval_and_recommend(ckpt, tmp_path):
-        _one_line_refusal(proc, "other than tensors and plain data")
+        one_line_refusal(proc, "other than tensors and plain data")
         assert not marker.exists()
 
 
@@ -65,7 +56,7 @@ def test_a_stored_target_outside_advrec_is_refused(tiny, tmp_path):  # noqa: F81
     evil = tmp_path / "evil.ckpt"
     torch.save(state, evil)
     for proc in _load_with_eval_and_recommend(evil, tmp_path):
-        _one_line_refusal(proc, "data.source._target_='builtins.open'", "allow_targets")
+        one_line_refusal(proc, "data.source._target_='builtins.open'", "allow_targets")
     assert victim.read_text() == "precious"
 
 
@@ -80,7 +71,7 @@ def test_a_foreign_target_in_the_training_config_needs_an_explicit_allowance(tmp
         cwd=tmp_path,
         check=False,
     )
-    _one_line_refusal(proc, "shutil.copyfile")
+    one_line_refusal(proc, "shutil.copyfile")
 
 
 def test_recommend_never_overwrites_by_accident(tiny, tmp_path):  # noqa: F811
@@ -100,13 +91,13 @@ def test_recommend_never_overwrites_by_accident(tiny, tmp_path):  # noqa: F811
             check=False,
         )
 
-    _one_line_refusal(rec(f"output={ckpt}"), "checkpoint being read")
-    _one_line_refusal(rec(f"output={ckpt}", "overwrite=true"), "checkpoint being read")
+    one_line_refusal(rec(f"output={ckpt}"), "checkpoint being read")
+    one_line_refusal(rec(f"output={ckpt}", "overwrite=true"), "checkpoint being read")
     assert open(ckpt, "rb").read() == before
-    _one_line_refusal(rec(f"output={tmp_path}"), "is a directory")
+    one_line_refusal(rec(f"output={tmp_path}"), "is a directory")
     out = tmp_path / "recs.csv"
     out.write_text("mine")
-    _one_line_refusal(rec(f"output={out}"), "exists", "overwrite=true")
+    one_line_refusal(rec(f"output={out}"), "exists", "overwrite=true")
     assert out.read_text() == "mine"
     assert rec(f"output={out}", "overwrite=true").returncode == 0
     assert out.read_text().startswith("user_id,item_id,rank,score")
@@ -120,7 +111,7 @@ def test_eval_and_recommend_refuse_a_diverged_checkpoint(tiny, tmp_path):  # noq
     state["state_dict"]["popularity"][:] = float("nan")
     torch.save(state, tmp_path / "nan.ckpt")
     for proc in _load_with_eval_and_recommend(tmp_path / "nan.ckpt", tmp_path):
-        _one_line_refusal(proc, "non-finite weights")
+        one_line_refusal(proc, "non-finite weights")
     assert not (tmp_path / "recs.csv").exists()
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
@@ -149,5 +140,5 @@ def test_a_value_out_of_range_is_one_line_naming_the_key(tmp_path, overrides, wo
         cwd=tmp_path,
         check=False,
     )
-    _one_line_refusal(proc, *words)
+    one_line_refusal(proc, *words)
     assert not (tmp_path / "metrics.json").exists()

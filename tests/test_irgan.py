@@ -7,8 +7,9 @@ import torch
 from advrec.errors import AdvrecError
 from advrec.models.bpr import BPR
 from advrec.models.irgan import IRGAN, mixed_policy, reinforce_loss, reward_of
-from advrec.models.nets import MF, sample_unobserved
-from tests.conftest import quiet_trainer, run_cli, synthetic_dm
+from advrec.models.nets import MF
+from advrec.models.samplers import sample_unobserved
+from tests.helpers import quiet_trainer, run_cli, synthetic_dm
 
 
 def test_mixed_policy_sums_to_one_and_mixes_towards_positives():
@@ -54,14 +55,6 @@ def test_reward_sign_moves_the_items_probability(sign):
     assert (after - before) * sign > 0
 
 
-def test_sample_unobserved_never_returns_a_positive():
-    x = (torch.rand(8, 30) < 0.5).float()
-    rows, _ = x.nonzero(as_tuple=True)
-    cand = sample_unobserved(x, rows, 4)
-    assert cand.shape == (len(rows), 4)
-    assert not x[rows[:, None], cand].bool().any()
-
-
 def test_dns_keeps_the_highest_scored_candidate():
     model = BPR(4, 50, dim=3, dns_k=6)
     x = torch.zeros(4, 50)
@@ -82,7 +75,6 @@ def dm():
 
 
 def fit(model, dm, epochs=1):
-    dm.schedule = model.schedule
     t = quiet_trainer(max_epochs=epochs, limit_val_batches=0)
     t.fit(model, datamodule=dm)
     return t

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from advrec.config import CONF_DIR
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 submitit = pytest.importorskip("submitit", reason="pip install -e '.[slurm]'")
 OVERRIDES = [

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from advrec.metrics import RankingMetrics, topk_ranked
-from tests.reference import score_lists
+from tests.helpers.reference import score_lists
 
 INF = float("-inf")
 

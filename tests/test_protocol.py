@@ -10,8 +10,7 @@ from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
 from advrec.pipeline import build_trainer
 from advrec.protocol import Protocol
-from tests.conftest import run_cli, synthetic_dm
-from tests.test_cli import data_args, tiny  # noqa: F401  (fixture)
+from tests.helpers import data_args, run_cli, synthetic_dm
 
 SMALL = [
     "data=synthetic",
@@ -132,6 +131,7 @@ def test_cold_user_split_trains_the_validation_users_in_the_refit():
     full = dm.with_validation_in_train()
     assert full.train_matrix is dm.train_full_matrix and full.val_matrix is None
     assert len(full.train_rows()) == len(dm.train_rows()) + 8  # 10 % of the 80 others
+    assert len(dm.split.held_out_users()) == 20 + 8 and len(dm.train_rows()) == 72
 
 
 def test_metrics_json_names_the_selected_epoch_and_the_refit(tiny, tmp_path):  # noqa: F811

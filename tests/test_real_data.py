@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA_DIR, needs_data, run_cli
-from tests.reference import assert_same_metrics
+from tests.helpers import DATA_DIR, needs_data, run_cli, run_recommend
+from tests.helpers.reference import assert_same_metrics
 
 pytestmark = [needs_data("cfgan-splits", "ML100K", "ML100K.train"), pytest.mark.slow]
 
@@ -34,13 +34,6 @@ def test_ease_validated_and_recommendations_score_the_same(tmp_path):
     assert m["test/ndcg@20"] >= 0.433
     assert m["optimistic"] is False and len(m["selection"]) > 1
     out = tmp_path / "recs.csv"
-    run_cli(
-        "recommend",
-        f"ckpt_path={m['checkpoint']}",
-        "k=20",
-        f"output={out}",
-        f"hydra.run.dir={tmp_path / 'rec'}",
-        cwd=tmp_path,
-    )
+    run_recommend(m["checkpoint"], out, tmp_path)
     test = pd.read_csv(DATA_DIR / "cfgan-splits/ML100K/ML100K.test", sep=r"\s+", header=None)
     assert_same_metrics(m, pd.read_csv(out), {u: set(g[1]) for u, g in test.groupby(0)})

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from advrec.report import find_runs, load_runs, summary_table, to_markdown
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 TINY = [
     "data=synthetic",

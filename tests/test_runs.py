@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from advrec.utils.io import read_checkpoint
-from tests.conftest import REPO, run_cli
-from tests.test_hostile import _one_line_refusal
+from tests.helpers import REPO, one_line_refusal, run_cli
 
 CFGAN = [
     "model=cfgan",
@@ -22,7 +21,7 @@ CFGAN = [
     "trainer.check_val_every_n_epoch=1",
     "logger=csv",
 ]
-KILLERS = ["allow_targets=[tests.killers.]"]  # test callbacks, allowed explicitly
+KILLERS = ["allow_targets=[tests.helpers.killers.]"]  # test callbacks, allowed explicitly
 ENV = {"PYTHONPATH": str(REPO)}
 
 
@@ -40,7 +39,7 @@ def _finite(path) -> bool:
 # -- never a number from a diverged or failed run ------------------------------------------
 def test_a_diverging_run_stops_with_one_line_and_no_result(tmp_path):
     proc = train(tmp_path, *CFGAN, "model.lr_g=1e30", "model.lr_d=1e30", "trainer.max_epochs=2")
-    _one_line_refusal(proc, "diverged in epoch 1", "non-finite weights", "no metrics.json")
+    one_line_refusal(proc, "diverged in epoch 1", "non-finite weights", "no metrics.json")
     out = tmp_path / "run"
     assert not (out / "metrics.json").exists()
     assert not list(out.glob("checkpoints/*.ckpt"))  # nothing of the NaN state was saved
@@ -52,17 +51,18 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
         *CFGAN,
         *KILLERS,
         "trainer.max_epochs=3",
-        "+callbacks.poison._target_=tests.killers.PoisonAt",
+        "+callbacks.poison._target_=tests.helpers.killers.PoisonAt",
         "+callbacks.poison.epoch=1",
     )
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    _one_line_refusal(proc, "diverged in epoch 2", f"the last good checkpoint is {last}")
+    one_line_refusal(proc, "diverged in epoch 2", f"the last good checkpoint is {last}")
     assert read_checkpoint(last)["epoch"] == 0 and _finite(last)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_a_failure_before_training_leaves_no_checkpoint(tmp_path):
-    proc = train(tmp_path, *CFGAN, *KILLERS, "+callbacks.fail._target_=tests.killers.RaiseAt")
+    raise_at = "+callbacks.fail._target_=tests.helpers.killers.RaiseAt"
+    proc = train(tmp_path, *CFGAN, *KILLERS, raise_at)
     assert proc.returncode == 1 and "failed before training" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -72,7 +72,7 @@ def test_a_crash_mid_training_leaves_a_marked_resume_point(tmp_path):
         tmp_path,
         *CFGAN,
         *KILLERS,
-        "+callbacks.fail._target_=tests.killers.RaiseAt",
+        "+callbacks.fail._target_=tests.helpers.killers.RaiseAt",
         "+callbacks.fail.at=3",
     )
     assert proc.returncode == 1 and "failed mid-training" in proc.stderr
@@ -91,7 +91,7 @@ def test_resume_refuses_a_changed_config_and_keeps_the_earlier_logs(tmp_path):
     log = tmp_path / "run" / "csv" / "metrics.csv"
     before = log.read_text()
     proc = train(tmp_path, *CFGAN, "trainer.max_epochs=3", "ckpt_path=last", "seed=7")
-    _one_line_refusal(proc, "seed: 42 -> 7", "accept_changes=[seed]")
+    one_line_refusal(proc, "seed: 42 -> 7", "accept_changes=[seed]")
     assert log.read_text() == before  # a refused resume touches nothing
     train(tmp_path, *CFGAN, "trainer.max_epochs=3", "ckpt_path=last", check=True)
     assert (log.parent / "metrics.before-resume-1.csv").read_text() == before
@@ -100,7 +100,7 @@ def test_resume_refuses_a_changed_config_and_keeps_the_earlier_logs(tmp_path):
 
 def test_ckpt_path_last_with_nothing_to_resume_says_so(tmp_path):
     proc = train(tmp_path, *CFGAN, "ckpt_path=last", run="fresh")
-    _one_line_refusal(proc, "nothing to resume", "hydra.run.dir")
+    one_line_refusal(proc, "nothing to resume", "hydra.run.dir")
     assert not (tmp_path / "fresh" / "metrics.json").exists()
 
 
@@ -112,7 +112,7 @@ def test_a_sigkilled_run_resumes_from_its_periodic_resume_point(tmp_path):
         tmp_path,
         *args,
         *KILLERS,
-        "+callbacks.kill._target_=tests.killers.KillAt",
+        "+callbacks.kill._target_=tests.helpers.killers.KillAt",
         "+callbacks.kill.epoch=1",
         "+callbacks.kill.at=9",
         "+callbacks.kill.sig=SIGKILL",
@@ -136,7 +136,7 @@ def test_a_reused_run_dir_is_refused_unless_overwrite(tmp_path):
     args = ["model=pop", "data=synthetic", "logger=csv"]
     train(tmp_path, *args, check=True)
     first = (tmp_path / "run" / "metrics.json").read_text()
-    _one_line_refusal(train(tmp_path, *args, "seed=3"), "already holds a run", "overwrite=true")
+    one_line_refusal(train(tmp_path, *args, "seed=3"), "already holds a run", "overwrite=true")
     assert (tmp_path / "run" / "metrics.json").read_text() == first
     train(tmp_path, *args, "seed=3", "overwrite=true", check=True)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["seed"] == 3
@@ -175,11 +175,11 @@ def test_a_checkpoint_refuses_changed_data_and_follows_moved_data(tmp_path, logg
     assert ev().returncode == 0  # from another folder
     original = logged.read_text()
     logged.write_text(original.rsplit("\n", 2)[0] + "\n")  # one interaction fewer
-    _one_line_refusal(ev(run="ev2"), "the data changed under", "+data.source.path=")
+    one_line_refusal(ev(run="ev2"), "the data changed under", "+data.source.path=")
     moved = tmp_path / "moved.csv"
     moved.write_text(original)
     logged.unlink()
-    _one_line_refusal(ev(run="ev3"), "data file not found", "+data.source.path=")
+    one_line_refusal(ev(run="ev3"), "data file not found", "+data.source.path=")
     assert ev(f"+data.source.path={moved}", run="ev4").returncode == 0
     first = json.loads((elsewhere / "ev" / "metrics.json").read_text())
     again = json.loads((elsewhere / "ev4" / "metrics.json").read_text())
@@ -227,7 +227,7 @@ def test_a_full_disk_leaves_no_truncated_artefact(tmp_path):
             cwd=tmp_path,
             check=False,
         )
-        _one_line_refusal(proc, "could not write the checkpoint", "free space")
+        one_line_refusal(proc, "could not write the checkpoint", "free space")
         assert not [p for p in small.rglob("*") if p.suffix in (".ckpt", ".tmp")]
         assert not (small / "run" / "metrics.json").exists()
     finally:
@@ -287,14 +287,14 @@ def test_an_atomic_checkpoint_write_that_fails_keeps_the_old_file(tmp_path, monk
 def test_a_file_that_cannot_be_used_as_configured_is_one_line(tmp_path, rows, overrides, words):
     (tmp_path / "log.csv").write_text(rows)
     proc = train(tmp_path, "model=pop", "data=files", "data.source.path=log.csv", *overrides)
-    _one_line_refusal(proc, *words)
+    one_line_refusal(proc, *words)
     assert "raise split.test_fraction" not in proc.stderr
     assert "lower the threshold" not in proc.stderr
 
 
 def test_a_missing_file_is_not_blamed_on_advrec_data_dir(tmp_path):
     proc = train(tmp_path, "model=pop", "data=files", "data.source.path=nope.csv")
-    _one_line_refusal(proc, "data file not found", "data.source.path=nope.csv")
+    one_line_refusal(proc, "data file not found", "data.source.path=nope.csv")
     assert "ADVREC_DATA_DIR" not in proc.stderr
 
 
@@ -308,4 +308,4 @@ def test_a_missing_file_is_not_blamed_on_advrec_data_dir(tmp_path):
 )
 def test_a_monitor_validation_cannot_produce_is_one_line(tmp_path, overrides, words):
     proc = train(tmp_path, "model=pop", "data=synthetic", "logger=csv", *overrides)
-    _one_line_refusal(proc, *words)
+    one_line_refusal(proc, *words)

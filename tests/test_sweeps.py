@@ -15,7 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from advrec.config import CONF_DIR
 from advrec.sweep import INTERRUPTED, open_storage, search_space
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from lightning import Trainer
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
 from advrec.errors import AdvrecError
-from advrec.pipeline import checked_datamodule, load_checkpoint
+from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
 from advrec.utils.console import console, metrics_table, user_errors
 from advrec.utils.io import write_json
 
@@ -22,15 +21,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise AdvrecError(f"split={cfg.split!r}: choose test or val")
     model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg)
     dm = checked_datamodule(run_cfg, model, cfg.ckpt_path)
-    trainer = Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        default_root_dir=cfg.paths.output_dir,
-    )
+    trainer = eval_trainer(cfg)
     if cfg.split == "val":
         if model.refit_on:
             raise AdvrecError(

@@ -3,7 +3,6 @@ checkpoint with the config it was trained with."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shutil
 import signal
@@ -81,14 +80,13 @@ def check_monitor(cfg: DictConfig) -> None:
         )
 
 
-def build_datamodule(cfg: DictConfig, rows: str = "users") -> RecDataModule:
+def build_datamodule(cfg: DictConfig) -> RecDataModule:
     d = cfg.data
     dm = RecDataModule(
         source=d.source,
         split=OmegaConf.to_container(d.split, resolve=True),
         val_fraction=cfg.protocol.val_fraction,
         val_on_test=cfg.protocol.get("val_on_test", False),
-        rows=rows,
         batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size,
         eval_users=d.get("eval_users", "all"),
@@ -115,8 +113,8 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
             f"up to {dm.n_items}, e.g. ks={fits} (and a protocol.monitor at one of them)"
         )
     try:
-        accepted = inspect.signature(cls.__init__).parameters
-        extra = {k: v for k, v in dm.model_kwargs().items() if k in accepted}
+        facts = dm.model_kwargs()
+        extra = {k: facts[k] for k in cls.data_facts}
         model = instantiate(
             cfg.model, n_users=dm.n_users, n_items=dm.n_items, **extra, _convert_="all"
         )
@@ -126,7 +124,6 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
     model.run_config = portable(OmegaConf.to_container(cfg, resolve=False))
     model.data_identity = dm.identity()
-    dm.schedule = getattr(model, "schedule", None)
     return model
 
 
@@ -210,6 +207,33 @@ def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
     try:
         return instantiate(tcfg)
     except (TypeError, ValueError, InstantiationException) as e:
+        raise AdvrecError(f"bad trainer option: {e}") from None
+
+
+def bare_trainer(**settings) -> Trainer:
+    """A Trainer without loggers, checkpoints, progress bar, summary or sanity checks, and
+    with advrec's own samplers left alone; `settings` win."""
+    base = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
+    return Trainer(**{**base, **settings})
+
+
+def eval_trainer(cfg: DictConfig, **settings) -> Trainer:
+    """A bare Trainer on the accelerator, devices, strategy and precision of `cfg.trainer`
+    (`settings` win). Every evaluation outside a fit goes through one: grid search,
+    advrec-eval, advrec-recommend."""
+    t = cfg.get("trainer") or {}
+    keys = ("accelerator", "devices", "strategy", "precision")
+    base = {k: t[k] for k in keys if t.get(k) is not None}
+    try:
+        return bare_trainer(default_root_dir=cfg.paths.output_dir, **{**base, **settings})
+    except (TypeError, ValueError) as e:
         raise AdvrecError(f"bad trainer option: {e}") from None
 
 
@@ -297,7 +321,7 @@ def checked_datamodule(run_cfg: DictConfig, model: Recommender, ckpt: str | Path
         "+data.source.path=<file> (or paths.data_dir=<folder>)"
     )
     try:
-        dm = build_datamodule(run_cfg, rows=model.rows)
+        dm = build_datamodule(run_cfg)
     except AdvrecError as e:
         raise AdvrecError(f"{e} ({hint})") from None
     dm.check_identity(model.data_identity, str(ckpt))

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from lightning import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
+from advrec.data.batches import Plan
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
 from advrec.models.base import ClosedForm, Recommender
@@ -88,10 +90,11 @@ class Protocol:
         out: dict = {}
         if dm.val_matrix is None:
             out["limit_val_batches"] = 0  # nothing to validate on (protocol=original)
-        if isinstance(model, ClosedForm):
-            out.update(max_epochs=1, max_steps=-1)  # one pass fits it, whatever the config
+        if isinstance(model, ClosedForm):  # fitted from the matrix when the fit starts
+            out.update(max_epochs=1, max_steps=-1, limit_train_batches=0)
         elif self.check_every == "pass":
-            out.update(val_check_interval=batches_per_pass(dm), check_val_every_n_epoch=1)
+            interval = batches_per_pass(dm, model.plan())
+            out.update(val_check_interval=interval, check_val_every_n_epoch=1)
         return out
 
     # -- the procedure ------------------------------------------------------------------------
@@ -111,9 +114,15 @@ class Protocol:
                 f"({dm.describe()['n_train']} training interactions), so {self.monitor} cannot "
                 "choose the model; raise protocol.val_fraction or use protocol=original"
             )
+        closed = isinstance(model, ClosedForm)
+        if closed and model.search:
+            from advrec.pipeline import eval_trainer  # pipeline imports this module
+
+            grid_search(model, dm, eval_trainer(cfg))
         # a resumed checkpoint is read as data only (unpickling anything else can run code)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        res = Result(model=model, epochs=int(trainer.current_epoch))
+        # a closed-form fit is one pass over the matrix
+        res = Result(model=model, epochs=1 if closed else int(trainer.current_epoch))
         res.selection = list(getattr(model, "selection", []))
         if dm.val_matrix is not None:
             ckpt = trainer.checkpoint_callback
@@ -125,7 +134,7 @@ class Protocol:
                 res.selected_step = int(state["global_step"])
                 res.model = type(model).load_from_checkpoint(best, weights_only=True)
             res.val = trainer.validate(res.model, datamodule=dm, verbose=False)[0]
-        if res.selected_epoch is None and not isinstance(model, ClosedForm):
+        if res.selected_epoch is None and not closed:
             res.selected_epoch = res.epochs  # the last epoch (nothing was selected)
         if self.refits(res.model):
             res.model = self._refit(cfg, res.model, dm, res, refit_overrides or {})
@@ -146,7 +155,6 @@ class Protocol:
         seed_everything(cfg.seed, workers=True, verbose=False)
         model = chosen.carry_run_state(type(chosen)(**{**dict(chosen.hparams), **overrides}))
         full = dm.with_validation_in_train()
-        full.schedule = getattr(model, "schedule", None)
         trainer = build_trainer(
             cfg,
             max_epochs=res.selected_epoch,
@@ -195,14 +203,48 @@ class Result:
         }
 
 
-def batches_per_pass(dm: RecDataModule) -> int:
+def grid_search(model: ClosedForm, dm: RecDataModule, trainer: Trainer) -> None:
+    """Fit every combination of `model.search` on train, validate each with `trainer` (the
+    metrics every run reports), keep the best by `model.select_by`; each candidate's score
+    goes to `model.selection`."""
+    if dm.val_matrix is None or not model.select_by:
+        raise AdvrecError(
+            f"model.search={model.search} needs a validation split to choose on; use "
+            "protocol=validated (or drop model.search and fix the value)."
+        )
+    unknown = [k for k in model.search if k not in model.hparams]
+    if unknown:
+        raise AdvrecError(
+            f"model.search names {unknown}, which {type(model).__name__} does not have; "
+            f"its hyper-parameters: {sorted(model.hparams)}"
+        )
+    key = model.select_by
+    metric = key if key.startswith("val/") else f"val/{key}"
+    names, best = list(model.search), None
+    for values in itertools.product(*model.search.values()):
+        params = dict(zip(names, values, strict=True))
+        model.hparams.update(params)
+        model.fit_matrix(dm.train_matrix)
+        result = trainer.validate(model, datamodule=dm, verbose=False)[0]
+        if metric not in result:
+            raise AdvrecError(f"select_by={key!r}: no such metric; {sorted(result)}")
+        model.selection.append({**params, key: result[metric]})
+        log.info("search %s -> %s = %.4f", params, key, result[metric])
+        if best is None or result[metric] > best[1]:
+            best = (params, result[metric])
+    model.hparams.update(best[0])
+    log.info("selected %s (%s = %.4f on validation)", best[0], key, best[1])
+
+
+def batches_per_pass(dm: RecDataModule, plan: Plan) -> int:
     """Training batches in one pass over the rows, when every pass has the same count."""
-    schedule = dm.schedule or [("train", dm.batch_size, 1)]
-    n = len(dm.train_rows())
-    sizes = {math.ceil(n / bs) for _, bs, passes in schedule if passes > 0}
+    plan = dm.plan_of(plan)
+    n = len(dm.train_rows(plan.rows))
+    sizes = {math.ceil(n / p.batch_size) for p in plan.phases if p.passes > 0}
     if len(sizes) != 1:
         raise AdvrecError(
             "protocol.check_every=pass needs passes of one length, but the model's phases "
-            f"use batch sizes {[bs for _, bs, _ in schedule]}; use protocol.check_every=epoch"
+            f"use batch sizes {[p.batch_size for p in plan.phases]}; use "
+            "protocol.check_every=epoch"
         )
     return sizes.pop()

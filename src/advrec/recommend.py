@@ -12,11 +12,11 @@ import torch
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
-from advrec.data.batches import dense_rows
+from advrec.data.batches import eval_loader
 from advrec.data.datamodule import history_from
 from advrec.data.sources import read_table
 from advrec.errors import AdvrecError
-from advrec.pipeline import checked_datamodule, load_checkpoint
+from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
 from advrec.utils.console import console, user_errors
 from advrec.utils.io import write_csv
 
@@ -91,6 +91,15 @@ def _check_output(cfg: DictConfig) -> None:
         raise AdvrecError(f"output={out} exists; add overwrite=true to replace it")
 
 
+def _accelerator(device: str) -> dict:
+    """Trainer settings for `device`: cpu, cuda, cuda:<index> or mps."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise AdvrecError(f"device={device!r}: use cpu, cuda, cuda:<index> or mps")
+    accelerator = {"cuda": "gpu"}.get(kind, kind)
+    return {"accelerator": accelerator, "devices": [int(index)] if index else 1}
+
+
 @user_errors
 def recommend(cfg: DictConfig) -> pd.DataFrame:
     """Write the top-`k` recommendations of `ckpt_path` to `output` (atomically).
@@ -116,14 +125,12 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
         raw_ids, item_ids, features, history = _known(cfg, model, run_cfg)
         users = np.arange(len(raw_ids)) if wanted is None else _positions(raw_ids, wanted)
         model.prepare_scoring(history)
-    k = min(int(cfg.k), len(item_ids))
+    model.predict_k = k = min(int(cfg.k), len(item_ids))
+    loader = eval_loader(history, None, users, features, int(cfg.batch_size))
+    trainer = eval_trainer(cfg, **_accelerator(str(cfg.device)))
     parts = []
-    for lo in range(0, len(users), int(cfg.batch_size)):
-        u = users[lo : lo + int(cfg.batch_size)]
-        batch = {"users": torch.from_numpy(u), "history": dense_rows(history, u)}
-        if features is not None:
-            batch["features"] = features[u]
-        rec = model.recommend({k_: v.to(model.device) for k_, v in batch.items()}, k)
+    for rec in trainer.predict(model, dataloaders=loader):
+        u = rec["users"].cpu().numpy()
         items, scores = rec["items"].cpu().numpy(), rec["scores"].cpu().numpy()
         keep = np.isfinite(scores)  # fewer than k unseen items: no padding with seen ones
         rows = np.repeat(u, k).reshape(len(u), k)

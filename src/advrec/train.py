@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> dict:
     resume = rundir.prepare(cfg, portable(OmegaConf.to_container(cfg, resolve=False)))
     with open_dict(cfg):
         cfg.ckpt_path = resume
-    dm = build_datamodule(cfg, rows=cfg.model.get("rows", cls.rows))
+    dm = build_datamodule(cfg)
     try:
         pre = _pretrain(cfg, dm, protocol, resume) if cfg.get("pretrain") else None
         refit_overrides = {}

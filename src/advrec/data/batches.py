@@ -1,17 +1,67 @@
-"""What a batch is: dense rows of the sparse matrices, the samplers that order the rows
-(phased epochs for GANs, unrepeated evaluation shards for DDP) and the collates that turn
-positions into tensors. The DataModule composes these; models use `dense_rows` alone."""
+"""What a batch is: the plan a model declares for its training batches, dense rows of the
+sparse matrices, the samplers that order the rows (phased epochs for GANs, unrepeated
+evaluation shards for DDP) and the collates that turn positions into tensors.
+
+The handshake goes one way: a model declares its `Plan` (rows, phases, features); the
+DataModule builds loaders from it and hands the model a `FitData` when a fit starts. Models
+import this module, never the DataModule's.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+ROWS = ("users", "items")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One part of an epoch: `passes` shuffled passes over the training rows in batches of
+    `batch_size`; batches carry `phase=name` and the pass number."""
+
+    name: str
+    batch_size: int
+    passes: int = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a model trains on. `rows`: a training row is a user (its items) or an item (its
+    users); `phases`: the epoch (None: one pass at `data.batch_size`; empty: no training
+    batches, e.g. closed-form models, which fit from the matrix); `features`: batches carry
+    the users' encoded features."""
+
+    rows: str = "users"
+    phases: tuple[Phase, ...] | None = None
+    features: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rows not in ROWS:
+            raise ValueError(f"rows={self.rows!r}: choose one of {ROWS}")
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a model receives when a fit starts (`Recommender.prepare_fit`).
+
+    `train` is users x items (train, or train + validation in a refit); `rows` is the same
+    matrix in the plan's orientation (items x users for item rows); `row_ids` are the rows
+    trained on (a cold-start split's held-out users are not); `user_features` the encoded
+    features of every user (None without features).
+    """
+
+    train: sp.csr_matrix
+    rows: sp.csr_matrix
+    row_ids: np.ndarray
+    user_features: torch.Tensor | None = None
 
 
 def dense_rows(m: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
@@ -39,8 +89,8 @@ class Indices(Dataset):
 
 
 class PhasedBatchSampler(Sampler[list]):
-    """Per epoch, for each phase `(name, batch_size, passes)`: `passes` shuffled passes over
-    all rows in batches of `batch_size`; every index is yielded as `(row, phase_id)`.
+    """Per epoch, for each `Phase`: `passes` shuffled passes over all rows in batches of
+    `batch_size`; every index is yielded as `(row, phase name, pass)`.
 
     This is the schedule of vector-wise GANs (CFGAN: 2 passes of D at batch 64, then 4
     passes of G at batch 32, per epoch). Shuffles are seeded by (seed, epoch, phase, pass),
@@ -55,13 +105,13 @@ class PhasedBatchSampler(Sampler[list]):
     def __init__(
         self,
         n: int,
-        schedule: list,
+        phases: tuple[Phase, ...],
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
         epoch_fn: Callable[[], int | None] | None = None,
     ):
-        self.n, self.schedule, self.seed = n, [tuple(p) for p in schedule], seed
+        self.n, self.phases, self.seed = n, tuple(phases), seed
         self.rank, self.world, self.epoch = rank, world, 0
         self.epoch_fn = epoch_fn
         self.skip = 0  # batches of this epoch already trained before a resume
@@ -74,7 +124,7 @@ class PhasedBatchSampler(Sampler[list]):
 
     def __len__(self) -> int:
         m = self._per_rank()
-        return sum(math.ceil(m / bs) * passes for _, bs, passes in self.schedule)
+        return sum(math.ceil(m / p.batch_size) * p.passes for p in self.phases)
 
     def __iter__(self):
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
@@ -87,17 +137,15 @@ class PhasedBatchSampler(Sampler[list]):
 
     def _batches(self):
         m = self._per_rank()
-        for phase, (_, bs, passes) in enumerate(self.schedule):
-            for p in range(passes):
-                seed = np.random.SeedSequence([self.seed, self.epoch, phase, p]).generate_state(1)[
-                    0
-                ]
-                g = torch.Generator().manual_seed(int(seed))
+        for k, phase in enumerate(self.phases):
+            for p in range(phase.passes):
+                seq = np.random.SeedSequence([self.seed, self.epoch, k, p])
+                g = torch.Generator().manual_seed(int(seq.generate_state(1)[0]))
                 perm = torch.randperm(self.n, generator=g)
                 perm = torch.cat([perm, perm[: m * self.world - self.n]])  # pad for lock-step
                 mine = perm[self.rank :: self.world].tolist()
-                for lo in range(0, m, bs):
-                    yield [(i, phase, p) for i in mine[lo : lo + bs]]
+                for lo in range(0, m, phase.batch_size):
+                    yield [(i, phase.name, p) for i in mine[lo : lo + phase.batch_size]]
 
 
 class UnrepeatedDistributedSampler(Sampler[int]):
@@ -141,9 +189,10 @@ class ResumableLoader(DataLoader):
 
 
 class RowCollate:
-    """Turns sampler positions into `{"rows", "x"[, "features"][, "phase", "pass"]}`.
+    """Turns sampler positions into `{"ids", "x"[, "features"][, "phase", "pass"]}`.
 
-    Position i is row `row_ids[i]` of `matrix`; `features` (rows x d) are added when given.
+    Position i is row `row_ids[i]` of `matrix` (`ids`: those row ids, `x`: the dense rows);
+    `features` (rows x d) are added when given.
     """
 
     def __init__(
@@ -162,22 +211,22 @@ class RowCollate:
         rows = np.asarray(ids, dtype=np.int64)
         if self.row_ids is not None:
             rows = self.row_ids[rows]
-        out = {"rows": torch.from_numpy(rows), "x": dense_rows(self.matrix, rows)}
+        out = {"ids": torch.from_numpy(rows), "x": dense_rows(self.matrix, rows)}
         if self.features is not None:
             out["features"] = self.features[rows]
-        if tags is not None:  # plain ints: reading them never syncs with the device
+        if tags is not None:  # plain values: reading them never syncs with the device
             out["phase"], out["pass"] = tags
         return out
 
 
 class EvalCollate:
-    """Turns user ids into `{"users", "history", "target"[, "features"]}` (history is masked
-    at scoring)."""
+    """Turns positions into `{"users", "history"[, "target"][, "features"]}`: position i is
+    user `users[i]`; history is masked at scoring; no `target` when ranking for serving."""
 
     def __init__(
         self,
         history: sp.csr_matrix,
-        target: sp.csr_matrix,
+        target: sp.csr_matrix | None,
         users: np.ndarray,
         features: torch.Tensor | None = None,
     ):
@@ -185,11 +234,28 @@ class EvalCollate:
 
     def __call__(self, ids: list[int]) -> dict[str, torch.Tensor]:
         users = self.users[np.asarray(ids, dtype=np.int64)]
-        out = {
-            "users": torch.from_numpy(users),
-            "history": dense_rows(self.history, users),
-            "target": dense_rows(self.target, users) > 0,
-        }
+        out = {"users": torch.from_numpy(users), "history": dense_rows(self.history, users)}
+        if self.target is not None:
+            out["target"] = dense_rows(self.target, users) > 0
         if self.features is not None:
             out["features"] = self.features[users]
         return out
+
+
+def eval_loader(
+    history: sp.csr_matrix,
+    target: sp.csr_matrix | None,
+    users: np.ndarray,
+    features: torch.Tensor | None = None,
+    batch_size: int = 512,
+    num_workers: int = 0,
+) -> DataLoader:
+    """Batches of `users` for validation, test (with `target`) or prediction (without); under
+    DDP every user is seen exactly once."""
+    return DataLoader(
+        Indices(len(users)),
+        batch_size=batch_size,
+        sampler=UnrepeatedDistributedSampler(len(users)),
+        collate_fn=EvalCollate(history, target, users, features),
+        num_workers=num_workers,
+    )

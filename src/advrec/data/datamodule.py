@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,12 +17,14 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader
 
 from advrec.data.batches import (
-    EvalCollate,
+    FitData,
     Indices,
+    Phase,
     PhasedBatchSampler,
+    Plan,
     ResumableLoader,
     RowCollate,
-    UnrepeatedDistributedSampler,
+    eval_loader,
 )
 from advrec.data.features import FeatureEncoder, join_user_features
 from advrec.data.interactions import Interactions
@@ -48,9 +51,9 @@ def history_from(identity: dict) -> sp.csr_matrix:
 class RecDataModule(LightningDataModule):
     """Source -> split -> loaders.
 
-    Training batches are row-index batches (rows are users, or items for item-based models)
-    with dense rows built per batch from the CSR; users a cold-start split holds out whole
-    are not training rows. Evaluation batches are users with
+    Training batches follow the `Plan` of the model being fitted (its rows, phases and
+    features): row-index batches with dense rows built per batch from the CSR; users a
+    cold-start split holds out whole are not training rows. Evaluation batches are users with
     their history (to mask) and their held-out items; under DDP every user is seen exactly
     once. At test time the history is train + validation.
 
@@ -65,7 +68,6 @@ class RecDataModule(LightningDataModule):
         split: dict,
         val_fraction: float = 0.0,
         val_on_test: bool = False,
-        rows: str = "users",
         batch_size: int = 256,
         eval_batch_size: int = 512,
         eval_users: str = "all",
@@ -76,12 +78,10 @@ class RecDataModule(LightningDataModule):
         features: dict | None = None,
     ):
         super().__init__()
-        if rows not in ("users", "items"):
-            raise AdvrecError(f"rows={rows!r}: choose 'users' or 'items'")
         if eval_users not in ("with_targets", "all"):
             raise AdvrecError(f"eval_users={eval_users!r}: choose 'with_targets' or 'all'")
         self.source_cfg, self.split_cfg = source, dict(split)
-        self.val_fraction, self.val_on_test, self.rows = val_fraction, val_on_test, rows
+        self.val_fraction, self.val_on_test = val_fraction, val_on_test
         if val_on_test and val_fraction > 0:
             raise AdvrecError("val_on_test (protocol=test_selected) needs val_fraction=0")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -89,9 +89,6 @@ class RecDataModule(LightningDataModule):
         self.seed, self.cache_dir, self.name = seed, cache_dir, name
         self.split: Split | None = None
         self.refit = False  # True: validation folded into training (with_validation_in_train)
-        # (name, batch_size, passes) per epoch, set from the model (e.g. CFGAN's D and G
-        # phases); None: one shuffled pass at `batch_size`.
-        self.schedule: list | None = None
         self._items_by_users: sp.csr_matrix | None = None
         self.features_cfg = dict(features or {})
         self.feature_encoder: FeatureEncoder | None = None
@@ -239,41 +236,57 @@ class RecDataModule(LightningDataModule):
         return np.flatnonzero(np.diff(target.indptr) > 0)
 
     # -- loaders ------------------------------------------------------------------------
-    def fit_rows_matrix(self) -> sp.csr_matrix:
-        """The training matrix with the model's rows (users x items, or items x users)."""
-        if self.rows == "users":
+    def plan_of(self, plan: Plan | None = None) -> Plan:
+        """`plan`, else that of the model being fitted, else user rows; phases left open are
+        one pass at `data.batch_size`."""
+        if plan is None:
+            trainer = getattr(self, "trainer", None)
+            model = trainer.lightning_module if trainer is not None else None
+            plan = model.plan() if model is not None else Plan()
+        if plan.phases is None:
+            plan = replace(plan, phases=(Phase("train", self.batch_size),))
+        return plan
+
+    def fit_rows_matrix(self, rows: str = "users") -> sp.csr_matrix:
+        """The training matrix with `rows` as rows (users x items, or items x users)."""
+        if rows == "users":
             return self.train_matrix
         if self._items_by_users is None:  # transposed once, not every epoch
             self._items_by_users = self.train_matrix.T.tocsr()
         return self._items_by_users
 
-    def train_rows(self) -> np.ndarray:
-        """The rows trained on: every row, except the users a cold-start split held out."""
-        m = self.fit_rows_matrix()
-        methods = [self.split_cfg.get("method")]
-        if not self.refit:  # refit: users held out for validation are training users now
-            methods.append(self.split_cfg.get("val_method"))
-        cold = "cold_users" in methods
-        if self.rows == "items" or not cold:
-            return np.arange(m.shape[0])
-        return np.flatnonzero(np.diff(m.indptr) > 0)
+    def train_rows(self, rows: str = "users") -> np.ndarray:
+        """The rows trained on: every row, except users the split holds out whole."""
+        n = self.fit_rows_matrix(rows).shape[0]
+        if rows == "items":
+            return np.arange(n)
+        return np.setdiff1d(np.arange(n), self.split.held_out_users(refit=self.refit))
 
-    def train_dataloader(self) -> DataLoader:
-        m = self.fit_rows_matrix()
-        row_ids = self.train_rows()
+    def fit_data(self, plan: Plan | None = None) -> FitData:
+        """What a model is handed when its fit starts."""
+        plan = self.plan_of(plan)
+        return FitData(
+            train=self.train_matrix,
+            rows=self.fit_rows_matrix(plan.rows),
+            row_ids=self.train_rows(plan.rows),
+            user_features=self.user_features,
+        )
+
+    def train_dataloader(self, plan: Plan | None = None) -> DataLoader:
+        plan = self.plan_of(plan)
+        m, row_ids = self.fit_rows_matrix(plan.rows), self.train_rows(plan.rows)
         ds = Indices(len(row_ids))
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        schedule = self.schedule or [("train", self.batch_size, 1)]
         return ResumableLoader(
             ds,
             batch_sampler=PhasedBatchSampler(
-                len(ds), schedule, self.seed, rank, world, epoch_fn=self._current_epoch
+                len(ds), plan.phases, self.seed, rank, world, epoch_fn=self._current_epoch
             ),
             collate_fn=RowCollate(
                 m,
                 None if len(row_ids) == m.shape[0] else row_ids,
-                self.user_features if self.rows == "users" else None,
+                self.user_features if plan.rows == "users" and plan.features else None,
             ),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -299,13 +312,13 @@ class RecDataModule(LightningDataModule):
 
     def _eval_loader(self, stage: str) -> DataLoader:
         target = self.val_matrix if stage == "val" else self.test_matrix
-        users = self.eval_users_for(stage)
-        return DataLoader(
-            Indices(len(users)),
-            batch_size=self.eval_batch_size,
-            sampler=UnrepeatedDistributedSampler(len(users)),
-            collate_fn=EvalCollate(self.history(stage), target, users, self.user_features),
-            num_workers=self.num_workers,
+        return eval_loader(
+            self.history(stage),
+            target,
+            self.eval_users_for(stage),
+            self.user_features,
+            self.eval_batch_size,
+            self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader | list:

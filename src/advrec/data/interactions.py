@@ -30,7 +30,6 @@ class Interactions:
     timestamps: np.ndarray | None = None
     folds: np.ndarray | None = None
     user_features: pd.DataFrame | None = None
-    item_info: pd.DataFrame | None = None
     stats: dict = field(default_factory=dict)
 
     @property

@@ -117,7 +117,6 @@ class MovieLens(Source):
             source=self.name,
         )
         data.user_features = self._user_features(folder, data.user_ids)
-        data.item_info = self._item_info(folder, data.item_ids)
         return data
 
     def _user_features(self, folder: Path, user_ids: np.ndarray) -> pd.DataFrame | None:
@@ -130,28 +129,6 @@ class MovieLens(Source):
         else:
             return None
         return users.set_index("user").reindex(user_ids).reset_index(drop=True)
-
-    def _item_info(self, folder: Path, item_ids: np.ndarray) -> pd.DataFrame | None:
-        if self.version == "100k" and (folder / "u.item").is_file():
-            items = pd.read_csv(
-                folder / "u.item",
-                sep="|",
-                header=None,
-                usecols=[0, 1],
-                names=["item", "title"],
-                encoding="latin-1",
-            )
-        elif (folder / "movies.dat").is_file() or (folder / "movies.csv").is_file():
-            if self.version == "1m":
-                raw = (folder / "movies.dat").read_text(encoding="latin-1").splitlines()
-                rows = [line.split("::")[:2] for line in raw if line]
-                items = pd.DataFrame(rows, columns=["item", "title"]).astype({"item": int})
-            else:
-                items = pd.read_csv(folder / "movies.csv", usecols=[0, 1])
-                items.columns = ["item", "title"]
-        else:
-            return None
-        return items.set_index("item").reindex(item_ids).reset_index(drop=True)
 
 
 def _read_double_colon(path: Path, names: list[str]) -> pd.DataFrame:

@@ -42,6 +42,9 @@ class Split:
 
     data: Interactions
     folds: np.ndarray  # one label per interaction, aligned with data.matrix.data
+    # the folds (TEST, VAL) that hold out users whole (cold_users): those users are no
+    # training rows
+    whole_users: tuple[int, ...] = ()
 
     @cached_property
     def _coo(self) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +82,13 @@ class Split:
     def train_full(self) -> sp.csr_matrix:
         """Train plus validation: the known history at test time."""
         return self._part(self.folds != TEST)
+
+    def held_out_users(self, refit: bool = False) -> np.ndarray:
+        """Users a cold-start split holds out with their whole history (sorted); in a refit
+        on train + validation, users held out for validation are training users."""
+        folds = [f for f in self.whole_users if not (refit and f == VAL)]
+        rows, _ = self._coo
+        return np.unique(rows[np.isin(self.folds, folds)])
 
     def describe(self) -> dict:
         rows, _ = self._coo
@@ -119,14 +129,15 @@ def make_split(
     }
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "splits" / f"{key}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        folds = _read_cache(path, data.nnz)
-        if folds is not None:
-            return Split(data, folds)
-    folds = _compute(data, method, test_fraction, val_fraction, val_method, seed)
-    if path is not None:
-        _save_cache(path, folds)
-    return Split(data, folds)
+    whole = tuple(
+        fold for fold, m in ((TEST, method), (VAL, params["val_method"])) if m == "cold_users"
+    )
+    folds = _read_cache(path, data.nnz) if path is not None and path.is_file() else None
+    if folds is None:
+        folds = _compute(data, method, test_fraction, val_fraction, val_method, seed)
+        if path is not None:
+            _save_cache(path, folds)
+    return Split(data, folds, whole)
 
 
 def _read_cache(path: Path, nnz: int) -> np.ndarray | None:

@@ -1,1 +1,3 @@
-"""Recommenders: one file per model, all evaluated by `Recommender` in base.py."""
+"""Recommenders, one file per model: `base.Recommender` evaluates them all, `base.ClosedForm`
+fits in one pass, `gan.GANRecommender` runs alternating D/G training; `nets` and `samplers`
+hold the pieces the models share."""

@@ -3,42 +3,33 @@
 Subclasses implement `score(users, history) -> (B, n_items)`, or `score_batch(batch)` when
 they also read the users' encoded features (`batch["features"]`). Validation, test and predict
 steps mask the user's known items (-inf) and feed one `RankingMetrics`, so every model is
-measured by the same code. `ClosedForm` adds one-pass fitting with an optional
-hyper-parameter grid chosen on the validation split (never on the test split).
+measured by the same code. A model declares the batches it trains on as a `Plan` and gets its
+training data through `prepare_fit` (this class is the only one that reads the Trainer's
+DataModule). `ClosedForm` fits in one pass on the training matrix; the protocol chooses its
+hyper-parameters on the validation split (never on the test split).
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-import warnings
 from collections.abc import Sequence
 
 import scipy.sparse as sp
 import torch
 from lightning import LightningModule
 
+from advrec.data.batches import FitData, Phase, Plan
 from advrec.errors import AdvrecError
 from advrec.metrics import RankingMetrics, topk_ranked
 
-log = logging.getLogger(__name__)
-
-# Noise that says nothing to an advrec user (closed-form models have no optimiser).
-for _msg in (
-    r".*configure_optimizers` returned `None`.*",
-    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
-    r".*does not have many workers.*",
-    r".*overridden `transfer_batch_to_device` in `LightningModule`.*",
-    r".*The number of training batches .* is smaller than the logging interval.*",
-):
-    warnings.filterwarnings("ignore", message=_msg)
-
 
 class Recommender(LightningModule):
-    """Shared full-ranking evaluation; `rows` says whether training rows are users or items."""
+    """Shared full-ranking evaluation and the model's side of the data handshake."""
 
-    rows = "users"
-    uses_features = False  # True: scores come from batch["features"] (can serve new users)
+    rows = "users"  # a training row is a user (its items) or an item (its users)
+    uses_features = False  # True: reads batch["features"] (and can serve new users)
+    # what the constructor takes from the data beyond its shape (DataModule.model_kwargs):
+    # "n_features" (the encoded features' width), "feature_blocks" (their columns)
+    data_facts: tuple[str, ...] = ()
 
     def __init__(self, n_users: int, n_items: int, ks: Sequence[int] = (5, 10, 20)):
         super().__init__()
@@ -47,12 +38,29 @@ class Recommender(LightningModule):
         self.val_metrics = RankingMetrics(self.ks, n_items=n_items)
         self.test_metrics = RankingMetrics(self.ks, n_items=n_items)
         self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
-        self.predict_k = 20
+        self.predict_k = 20  # how many items predict_step ranks (advrec-recommend's k)
         self.refit_on: str | None = None  # "train+validation" once refit for the test
         self.data_identity: dict | None = None  # what it was trained on (DataModule.identity)
         self.status = "running"  # stored in checkpoints: running | interrupted (...) | final
         self.saved_status: str | None = None  # the status of the checkpoint it was loaded from
-        self._skipped: torch.Tensor | None = None  # optimizer steps skipped by the AMP scaler
+
+    # -- the data handshake ----------------------------------------------------------------
+    def phases(self) -> tuple[Phase, ...] | None:
+        """One epoch's training batches: one pass at the model's `batch_size` by default
+        (None without one: one pass at `data.batch_size`)."""
+        bs = self.hparams.get("batch_size")
+        return None if bs is None else (Phase("train", int(bs)),)
+
+    def plan(self) -> Plan:
+        """The training batches this model needs; the DataModule builds its loader from it."""
+        return Plan(self.rows, self.phases(), self.uses_features)
+
+    def prepare_fit(self, data: FitData) -> None:
+        """Hook run when a fit starts with the training data (models that need more than
+        their batches, e.g. whole-matrix samplers, keep what they need here)."""
+
+    def on_fit_start(self) -> None:
+        self.prepare_fit(self.trainer.datamodule.fit_data(self.plan()))
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Scores (B, n_items) for `users` given their dense `history` (B, n_items)."""
@@ -103,50 +111,6 @@ class Recommender(LightningModule):
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         return self.recommend(batch, self.predict_k)
 
-    # -- manual optimisation (GANs) ------------------------------------------------------
-    def manual_step(self, opt, loss_fn) -> tuple[torch.Tensor, dict]:
-        """One update of the network `opt` owns. `loss_fn()` returns `(loss, stats)`;
-        so does this method (stats are detached tensors for logging).
-
-        `toggle_optimizer` freezes every other parameter while `loss_fn()` builds the graph,
-        so G's loss never reaches D and vice versa. Clipping happens in
-        `on_before_optimizer_step`, after the AMP scaler has unscaled the gradients, and steps
-        the GradScaler skips (inf/NaN under 16-mixed) are counted without a host sync.
-        """
-        self.toggle_optimizer(opt)
-        loss, stats = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        before = None if scaler is None or scaler._scale is None else scaler._scale.clone()
-        opt.step()
-        if before is not None:  # the scale drops exactly when the scaler skipped the step
-            skipped = (scaler._scale < before).sum()
-            self._skipped = skipped if self._skipped is None else self._skipped + skipped
-        self.untoggle_optimizer(opt)
-        return loss.detach(), {k: v.detach() for k, v in stats.items()}
-
-    def running_losses(self) -> dict[str, torch.Tensor]:
-        """This epoch's losses so far, for models that log them only at the epoch's end (the
-        divergence guard names a non-finite one)."""
-        return {}
-
-    def on_train_epoch_end(self) -> None:
-        if self._skipped is not None:
-            self.log("train/skipped_steps", self._skipped.float(), reduce_fx="sum", sync_dist=True)
-            self._skipped = None
-
-    @torch.no_grad()
-    def evaluate(self, dm, stage: str = "val") -> dict[str, float]:
-        """Metrics on `stage` of a DataModule outside the Trainer loops (grid selection)."""
-        self.prepare_scoring(dm.history(stage))
-        loader = dm.val_dataloader() if stage == "val" else dm.test_dataloader()
-        metric = RankingMetrics(self.ks).to(self.device)
-        for batch in loader:
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
-            metric.update(self.masked_scores(batch), batch["target"])
-        return {k: float(v) for k, v in metric.compute().items()}
-
     def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
         if device.type == "cpu":  # nothing to move; skip Lightning's generic traversal
             return batch
@@ -174,12 +138,12 @@ class Recommender(LightningModule):
 
 
 class ClosedForm(Recommender):
-    """A model fitted in one pass on the training matrix (no optimiser).
+    """A model fitted in one pass on the training matrix (no optimiser, no training batches).
 
-    `search` maps hyper-parameter names to candidate lists; every combination is fitted on
-    train and scored on the validation split by `select_by` (e.g. `val/ndcg@10`), the best one
-    is kept and recorded in `selection`. `refit(matrix)` fits the chosen one again (on train +
-    validation under the validated protocol).
+    `search` maps hyper-parameter names to candidate lists: the protocol fits every
+    combination on train, scores it on the validation split by `select_by` (e.g.
+    `val/ndcg@10`), keeps the best and records each in `selection`. `refit(matrix)` fits the
+    chosen one again (on train + validation under the validated protocol).
     """
 
     def __init__(
@@ -210,6 +174,9 @@ class ClosedForm(Recommender):
                 if not good:
                     raise AdvrecError(f"model.{name}={value!r}: it must be {rule}")
 
+    def phases(self) -> tuple[Phase, ...]:
+        return ()
+
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
         """Fit the model's state on `matrix` (users x items) with the current hparams."""
         raise NotImplementedError
@@ -220,41 +187,8 @@ class ClosedForm(Recommender):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         return None
 
-    def on_fit_start(self) -> None:
-        dm = self.trainer.datamodule
-        train = dm.train_matrix
-        if self.search:
-            self._select(train, dm)
-        self.fit_matrix(train)
+    def prepare_fit(self, data: FitData) -> None:
+        self.fit_matrix(data.train)
 
     def refit(self, matrix: sp.csr_matrix) -> None:
         self.fit_matrix(matrix)
-
-    def _select(self, train: sp.csr_matrix, dm) -> None:
-        if dm.val_matrix is None or not self.select_by:
-            raise AdvrecError(
-                f"model.search={self.search} needs a validation split to choose on; use "
-                "protocol=validated (or drop model.search and fix the value)."
-            )
-        unknown = [k for k in self.search if k not in self.hparams]
-        if unknown:
-            raise AdvrecError(
-                f"model.search names {unknown}, which {type(self).__name__} does not have; "
-                f"its hyper-parameters: {sorted(self.hparams)}"
-            )
-        metric = self.select_by.removeprefix("val/")
-        names = list(self.search)
-        best = None
-        for values in itertools.product(*self.search.values()):
-            params = dict(zip(names, values, strict=True))
-            self.hparams.update(params)
-            self.fit_matrix(train)
-            result = self.evaluate(dm, "val")
-            if metric not in result:
-                raise AdvrecError(f"select_by={self.select_by!r}: no such metric; {list(result)}")
-            self.selection.append({**params, self.select_by: result[metric]})
-            log.info("search %s -> %s = %.4f", params, self.select_by, result[metric])
-            if best is None or result[metric] > best[1]:
-                best = (params, result[metric])
-        self.hparams.update(best[0])
-        log.info("selected %s (%s = %.4f on validation)", best[0], self.select_by, best[1])

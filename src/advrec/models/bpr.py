@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from advrec.models.base import Recommender
-from advrec.models.nets import MF, positive_pairs, sample_unobserved
+from advrec.models.nets import MF, make_optimizer
+from advrec.models.samplers import positive_pairs, sample_unobserved
 
 
 class BPR(Recommender):
@@ -32,34 +33,29 @@ class BPR(Recommender):
         self.save_hyperparameters()
         self.mf = MF(n_users, n_items, dim, init)
 
-    @property
-    def schedule(self) -> list:
-        return [("train", self.hparams.batch_size, 1)]
-
     def configure_optimizers(self):
-        h = self.hparams
-        cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[h.optimizer]
-        return cls(self.mf.parameters(), lr=h.lr)
+        return make_optimizer(self.hparams.optimizer, self.mf.parameters(), self.hparams.lr)
 
-    def negatives(self, users: torch.Tensor, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """One negative per positive pair: uniform (dns_k=1) or the hardest of dns_k."""
-        cand = sample_unobserved(x, rows, self.hparams.dns_k)  # (P, k)
+    def negatives(self, users: torch.Tensor, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """One negative per positive pair (batch row `at`): uniform (dns_k=1) or the hardest
+        of dns_k."""
+        cand = sample_unobserved(x, at, self.hparams.dns_k)  # (P, k)
         if cand.shape[1] == 1:
             return cand[:, 0]
         with torch.no_grad():
-            scores = self.mf.pair(users[rows], cand)
+            scores = self.mf.pair(users[at], cand)
         return cand.gather(1, scores.argmax(1, keepdim=True))[:, 0]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        users, x = batch["rows"], batch["x"]
-        rows, pos = positive_pairs(x)
-        if len(rows) == 0:
+        users, x = batch["ids"], batch["x"]
+        at, pos = positive_pairs(x)
+        if len(at) == 0:
             return None
-        neg = self.negatives(users, x, rows)
-        u = users[rows]
+        neg = self.negatives(users, x, at)
+        u = users[at]
         diff = self.mf.pair(u, pos) - self.mf.pair(u, neg)
         loss = -F.logsigmoid(diff).mean()
-        reg = self.hparams.reg * (self.mf.l2(u, pos) + self.mf.l2(u, neg)) / len(rows)
+        reg = self.hparams.reg * (self.mf.l2(u, pos) + self.mf.l2(u, neg)) / len(at)
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(u))
         return loss + reg
 

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from advrec.data.batches import FitData, Phase
 from advrec.errors import AdvrecError
-from advrec.models.base import Recommender
-from advrec.models.nets import MF, positive_pairs, rank_within_rows
+from advrec.models.gan import GANRecommender
+from advrec.models.nets import MF
+from advrec.models.samplers import positive_pairs, rank_within_rows
 from advrec.utils.io import read_checkpoint
 
-D_PHASE = 0
 REWARDS = ("sigmoid_centered", "softplus")
 
 
@@ -57,7 +58,7 @@ def reward_of(logits: torch.Tensor, kind: str) -> torch.Tensor:
     return F.softplus(logits)
 
 
-class IRGAN(Recommender):
+class IRGAN(GANRecommender):
     def __init__(
         self,
         n_users: int,
@@ -86,11 +87,11 @@ class IRGAN(Recommender):
         if reward not in REWARDS:
             raise AdvrecError(f"model.reward={reward!r}: choose one of {REWARDS}")
         self.save_hyperparameters()
-        self.automatic_optimization = False
         self.generator = MF(n_users, n_items, dim, init)
         self.discriminator = MF(n_users, n_items, dim, init)
         self._d_neg: torch.Tensor | None = None  # G's samples for D, aligned with train CSR
         self._d_key: tuple | None = None
+        self._train = None  # the training matrix (users x items) of the running fit
         self._indptr: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
@@ -122,40 +123,20 @@ class IRGAN(Recommender):
                 )
             net.load_state_dict(mf)
 
-    @property
-    def schedule(self) -> list:
+    def phases(self) -> tuple[Phase, ...]:
         h = self.hparams
-        return [("D", h.batch_size, h.d_epochs), ("G", h.batch_size, h.g_epochs)]
+        return (Phase("D", h.batch_size, h.d_epochs), Phase("G", h.batch_size, h.g_epochs))
 
-    def configure_optimizers(self):
-        h = self.hparams
-        cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[h.optimizer]
-        return [
-            cls(self.generator.parameters(), lr=h.lr_g),
-            cls(self.discriminator.parameters(), lr=h.lr_d),
-        ]
-
-    def on_fit_start(self) -> None:
-        self._indptr = torch.as_tensor(
-            self.trainer.datamodule.train_matrix.indptr, device=self.device
-        )
+    def prepare_fit(self, data: FitData) -> None:
+        self._train = data.train
+        self._indptr = torch.as_tensor(data.train.indptr, device=self.device)
         self._d_key = None
-
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
-        if batch["phase"] == D_PHASE:
-            key = (self.current_epoch, batch["pass"] // self.hparams.resample_every)
-            if key != self._d_key:
-                self._d_neg, self._d_key = self.sample_for_d(), key
-            self._d_step(batch["rows"], batch["x"], opt_d)
-        else:
-            self._g_step(batch["rows"], batch["x"], opt_g)
 
     # -- D -----------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_for_d(self) -> torch.Tensor:
         """For every training positive (CSR order), one item drawn from G at `temperature`."""
-        m = self.trainer.datamodule.train_matrix
+        m = self._train
         counts = torch.from_numpy(m.indptr[1:] - m.indptr[:-1]).to(self.device)
         out = torch.empty(m.nnz, dtype=torch.long, device=self.device)
         for lo in range(0, m.shape[0], 1024):
@@ -169,36 +150,33 @@ class IRGAN(Recommender):
             out[int(m.indptr[lo]) : int(m.indptr[lo + len(users)])] = draws[keep]
         return out
 
-    def _d_step(self, users: torch.Tensor, x: torch.Tensor, opt) -> None:
-        h = self.hparams
-        rows, pos = positive_pairs(x)
-        if len(rows) == 0:
-            return
-        neg = self._d_neg[self._indptr[users][rows] + rank_within_rows(rows, len(x))]
-        u = users[rows]
-        d = self.discriminator
-
-        def loss_fn():
-            lp, ln = d.pair(u, pos), d.pair(u, neg)
-            bce = F.binary_cross_entropy_with_logits
-            loss = (
-                bce(lp, torch.ones_like(lp), reduction="sum")
-                + bce(ln, torch.zeros_like(ln), reduction="sum")
-                + h.d_batch * h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
-            )
-            return loss, {}
-
-        loss, _ = self.manual_step(opt, loss_fn)
-        self._track(d_loss=loss / max(len(rows), 1))
+    def d_loss(self, batch: dict):
+        h, users, d = self.hparams, batch["ids"], self.discriminator
+        key = (self.current_epoch, batch["pass"] // h.resample_every)
+        if key != self._d_key:
+            self._d_neg, self._d_key = self.sample_for_d(), key
+        at, pos = positive_pairs(batch["x"])
+        if len(at) == 0:
+            return None
+        neg = self._d_neg[self._indptr[users][at] + rank_within_rows(at, len(users))]
+        u = users[at]
+        lp, ln = d.pair(u, pos), d.pair(u, neg)
+        bce = F.binary_cross_entropy_with_logits
+        loss = (
+            bce(lp, torch.ones_like(lp), reduction="sum")
+            + bce(ln, torch.zeros_like(ln), reduction="sum")
+            + h.d_batch * h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
+        )
+        return loss, {"d_loss": loss.detach() / len(at)}  # logged per example
 
     # -- G -----------------------------------------------------------------------------------
-    def _g_step(self, users: torch.Tensor, x: torch.Tensor, opt) -> None:
-        h = self.hparams
+    def g_loss(self, batch: dict):
+        h, users, x = self.hparams, batch["ids"], batch["x"]
         n_pos = x.sum(1)
         keep = n_pos > 0
         users, x, n_pos = users[keep], x[keep], n_pos[keep]
         if len(users) == 0:
-            return
+            return None
         with torch.no_grad():
             p, pn = mixed_policy(self.generator(users), x, h.sample_lambda)
             m = (h.g_samples_per_positive * n_pos).long()
@@ -206,20 +184,13 @@ class IRGAN(Recommender):
             valid = torch.arange(draws.shape[1], device=self.device)[None, :] < m[:, None]
             r = reward_of(self.discriminator.pair(users, draws), h.reward)
             weight = r * (p.gather(1, draws) / pn.gather(1, draws)).float() * valid
-
-        def loss_fn():
-            loss = reinforce_loss(self.generator(users), draws, weight, m)
-            if h.reg_g:
-                loss = loss + h.reg_g * self.generator.l2(users, draws[valid])
-            return loss, {}
-
-        loss, _ = self.manual_step(opt, loss_fn)
-        self._track(g_loss=loss / len(users), reward=(r * valid).sum() / valid.sum())
-
-    # -- logging and scoring ------------------------------------------------------------------
-    def _track(self, **values: torch.Tensor) -> None:
-        for k, v in values.items():
-            self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=1)
+        loss = reinforce_loss(self.generator(users), draws, weight, m)
+        if h.reg_g:
+            loss = loss + h.reg_g * self.generator.l2(users, draws[valid])
+        return loss, {
+            "g_loss": loss.detach() / len(users),
+            "reward": (r * valid).sum() / valid.sum(),
+        }
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.generator(users)

@@ -11,7 +11,7 @@ from torch import nn
 
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
-from advrec.models.nets import mlp
+from advrec.models.nets import make_optimizer, mlp
 
 
 class MultVAE(Recommender):
@@ -52,13 +52,9 @@ class MultVAE(Recommender):
         self.decoder = mlp([latent, *reversed(hidden), n_items], "tanh", "none")
         self.drop = nn.Dropout(dropout)
 
-    @property
-    def schedule(self) -> list:
-        return [("train", self.hparams.batch_size, 1)]
-
     def configure_optimizers(self):
         h = self.hparams
-        return torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        return make_optimizer("adam", self.parameters(), h.lr, weight_decay=h.weight_decay)
 
     def on_fit_start(self) -> None:
         if self.hparams.anneal_steps is None:

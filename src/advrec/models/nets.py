@@ -5,7 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advrec.errors import AdvrecError
+
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "none": nn.Identity}
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def make_optimizer(name: str, params, lr: float, **kw) -> torch.optim.Optimizer:
+    """`model.optimizer` (adam or sgd) over `params`."""
+    if name not in OPTIMIZERS:
+        raise AdvrecError(f"model.optimizer={name!r}: choose one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, lr=lr, **kw)
 
 
 def mlp(sizes: list[int], hidden_act: str = "sigmoid", out_act: str = "none") -> nn.Sequential:
@@ -56,29 +66,3 @@ class MF(nn.Module):
             + self.item[items].pow(2).sum()
             + self.bias[items].pow(2).sum()
         ) / 2
-
-
-def positive_pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row position in batch, item) of every positive in a dense batch, row-major order."""
-    r, i = x.nonzero(as_tuple=True)
-    return r, i
-
-
-def sample_unobserved(x: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
-    """k uniform draws (with replacement) among the unobserved items of x[rows]: (len(rows), k).
-
-    Drawn per batch row once (multinomial over 1 - x), then handed to that row's pairs.
-    """
-    weights = (x == 0).to(torch.float32)
-    per_row = torch.bincount(rows, minlength=len(x)).max().item() * k if len(rows) else 0
-    draws = torch.multinomial(weights, max(per_row, 1), replacement=True)  # (B, per_row)
-    cols = rank_within_rows(rows, len(x))[:, None] * k + torch.arange(k, device=x.device)
-    return draws[rows[:, None], cols]
-
-
-def rank_within_rows(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """For sorted row ids, the position of each entry within its row (0, 1, ...)."""
-    order = torch.arange(len(rows), device=rows.device)
-    first = torch.full((n_rows,), len(rows), dtype=torch.long, device=rows.device)
-    first.scatter_reduce_(0, rows, order, reduce="amin", include_self=True)
-    return order - first[rows]

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from advrec.data.batches import FitData
 from advrec.errors import AdvrecError
 from advrec.models.base import ClosedForm
 
@@ -41,6 +42,7 @@ class GroupPop(ClosedForm):
     """
 
     uses_features = True
+    data_facts = ("feature_blocks",)
 
     def __init__(
         self,
@@ -89,9 +91,9 @@ class GroupPop(ClosedForm):
             code = code * (hi - lo + 1) + value
         return code
 
-    def on_fit_start(self) -> None:
-        self._features = self.trainer.datamodule.user_features.cpu()
-        super().on_fit_start()
+    def prepare_fit(self, data: FitData) -> None:
+        self._features = data.user_features.cpu()
+        super().prepare_fit(data)
 
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
         users = np.flatnonzero(np.diff(matrix.indptr) > 0)

@@ -29,7 +29,8 @@ def nonfinite(pl_module) -> tuple[dict, list[str]]:
     trainer = pl_module.trainer
     logged = trainer.callback_metrics.items()
     values = {k: torch.as_tensor(v) for k, v in logged if k.startswith("train/")}
-    values.update({k: torch.as_tensor(v) for k, v in pl_module.running_losses().items()})
+    running = getattr(pl_module, "running_losses", dict)()  # GANs keep epoch sums on the device
+    values.update({k: torch.as_tensor(v) for k, v in running.items()})
     losses = {k: float(v) for k, v in values.items() if not torch.isfinite(v).all()}
     if getattr(trainer.precision_plugin, "scaler", None) is not None:
         losses = {}  # 16-mixed: the scaler skips inf steps by design; the weights decide
