@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
 from advrec.models.base import ClosedForm
+from advrec.models.similarity import cosine_neighbours
 
 
 class ItemKNN(ClosedForm):
@@ -39,19 +39,8 @@ class ItemKNN(ClosedForm):
         return max(1, min(int(self.hparams.topk), self.n_items - 1))
 
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
-        k, n = self._k(), self.n_items
-        x = matrix.tocsc().astype(np.float32)
-        norms = torch.from_numpy(np.sqrt(np.asarray(x.multiply(x).sum(0)).ravel()))
-        idx = torch.empty(n, k, dtype=torch.long)
-        val = torch.empty(n, k)
-        xt = x.T.tocsr()
-        for lo in range(0, n, self.hparams.block_size):  # blocks of target items bound memory
-            hi = min(lo + self.hparams.block_size, n)
-            co = torch.from_numpy((xt @ x[:, lo:hi]).toarray())  # (n, hi-lo)
-            sim = co / (norms[:, None] * norms[None, lo:hi] + float(self.hparams.shrink) + 1e-12)
-            sim[torch.arange(lo, hi), torch.arange(hi - lo)] = 0.0
-            v, i = torch.topk(sim, k, dim=0)
-            idx[lo:hi], val[lo:hi] = i.T, v.T
+        h = self.hparams
+        idx, val = cosine_neighbours(matrix.tocsc(), self._k(), h.shrink, h.block_size)
         self.nbr_idx, self.nbr_val = idx.to(self.device), val.to(self.device)
         self._sim_t = None
 
