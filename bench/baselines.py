@@ -22,6 +22,7 @@ MODELS = {
     "itemknn": ("advrec.models.itemknn", "ItemKNN", {"topk": 100}),
     "userknn": ("advrec.models.userknn", "UserKNN", {"topk": 100}),
     "rp3beta": ("advrec.models.rp3beta", "RP3beta", {"topk": 100}),
+    "slim": ("advrec.models.slim", "SLIM", {"topk": 100, "alpha": 0.1, "l1_ratio": 0.01}),
 }
 
 

@@ -1,5 +1,5 @@
-"""The neighbourhood baselines: RP3beta and UserKNN on hand-checked examples, on planted
-structure, and through checkpoints."""
+"""The neighbourhood baselines (RP3beta, UserKNN, SLIM) on hand-checked examples, on planted
+structure, and through checkpoints and the entry points."""
 
 import json
 
@@ -14,6 +14,7 @@ from advrec.data.interactions import Interactions
 from advrec.models.itemknn import ItemKNN
 from advrec.models.pop import TopPop
 from advrec.models.rp3beta import RP3beta
+from advrec.models.slim import SLIM
 from advrec.models.userknn import UserKNN
 from tests.helpers import data_args, quiet_trainer, run_cli, run_recommend
 
@@ -58,6 +59,19 @@ def test_userknn_by_hand():
     assert np.allclose(got, expected, atol=1e-6)
 
 
+def test_slim_by_hand():
+    """Items 0 and 1 are the same column, item 2 is orthogonal to both. Each of 0, 1 is
+    explained by the other alone: w = (c/n - alpha l1) / (c/n + alpha (1 - l1)) with
+    c = 2 users, n = 4 users, alpha = .2, l1_ratio = .5: (.5 - .1) / (.5 + .1) = 2/3."""
+    x = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]], np.float32))
+    model = SLIM(4, 3, alpha=0.2, l1_ratio=0.5, topk=10, n_jobs=1, max_iter=1000, tol=1e-10)
+    model.fit_matrix(x)
+    assert np.allclose(model.sparse["w"].toarray(), [[0, 2 / 3, 0], [2 / 3, 0, 0], [0, 0, 0]])
+    limited = SLIM(4, 3, alpha=0.2, l1_ratio=0.5, topk=1, n_jobs=2)
+    limited.fit_matrix(x)  # two workers give the same columns
+    assert np.allclose(limited.sparse["w"].toarray(), model.sparse["w"].toarray(), atol=1e-4)
+
+
 def test_userknn_shares_itemknn_similarity():
     """UserKNN's neighbours are ItemKNN's on the transposed matrix (one similarity code)."""
     rng = np.random.default_rng(0)
@@ -86,7 +100,7 @@ class Blocks:
         return Interactions.from_codes(rows, cols, np.arange(300), np.arange(40))
 
 
-@pytest.mark.parametrize("cls", [RP3beta, UserKNN])
+@pytest.mark.parametrize("cls", [RP3beta, UserKNN, SLIM])
 def test_planted_blocks_beat_popularity(cls, tmp_path):
     dm = RecDataModule(source=Blocks(), split={"method": "user_holdout", "test_fraction": 0.3})
     dm.setup()
@@ -104,12 +118,19 @@ def test_planted_blocks_beat_popularity(cls, tmp_path):
     assert results[name]["test/ndcg@5"] > results["TopPop"]["test/ndcg@5"] + 0.3, results
 
 
-@pytest.mark.parametrize("model", ["rp3beta", "userknn"])
+GRIDS = {
+    "rp3beta": "{topk:[2,5],beta:[0.0,0.5]}",
+    "userknn": "{topk:[2,5],shrink:[0,10]}",
+    "slim": "{alpha:[0.001,0.01],l1_ratio:[0.01,0.1]}",
+}
+
+
+@pytest.mark.parametrize("model", list(GRIDS))
 def test_grid_train_eval_recommend_through_the_entry_points(model, tiny, tmp_path):
     """A grid chosen on validation, the refit, advrec-eval's same numbers again and
     advrec-recommend, with the fitted sparse state read back from the checkpoint."""
     root, _ = tiny
-    grid = "{topk:[2,5],beta:[0.0,0.5]}" if model == "rp3beta" else "{topk:[2,5],shrink:[0,10]}"
+    grid = GRIDS[model]
     run_cli(
         "train",
         *data_args(root),
