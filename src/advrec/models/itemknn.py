@@ -6,17 +6,14 @@ import scipy.sparse as sp
 import torch
 
 from advrec.models.base import ClosedForm
-from advrec.models.similarity import cosine_neighbours
+from advrec.models.similarity import COSINE_LIMITS, cosine_neighbours
 
 
 class ItemKNN(ClosedForm):
     """sim(i, j) = <x_i, x_j> / (|x_i| |x_j| + shrink); each item keeps its `topk` most
     similar items; score(u, j) = sum over the user's items i of sim(i, j)."""
 
-    limits = {
-        "topk": ("a whole number >= 1 (neighbours per item)", lambda v: v >= 1 and v == int(v)),
-        "shrink": ("a number >= 0", lambda v: v >= 0),
-    }
+    limits = COSINE_LIMITS
 
     def __init__(
         self,

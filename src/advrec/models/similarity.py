@@ -10,6 +10,12 @@ import torch
 
 from advrec.models.base import ClosedForm
 
+# the hyper-parameters of cosine KNN (ItemKNN, UserKNN), checked by ClosedForm.check_limits
+COSINE_LIMITS = {
+    "topk": ("a whole number >= 1 (neighbours kept)", lambda v: v >= 1 and v == int(v)),
+    "shrink": ("a number >= 0", lambda v: v >= 0),
+}
+
 
 def cosine_neighbours(
     x: sp.csc_matrix, k: int, shrink: float, block_size: int = 2048

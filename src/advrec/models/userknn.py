@@ -8,14 +8,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from advrec.models.similarity import SparseState, cosine_neighbours
+from advrec.models.similarity import COSINE_LIMITS, SparseState, cosine_neighbours
 
 
 class UserKNN(SparseState):
-    limits = {
-        "topk": ("a whole number >= 1 (neighbours per user)", lambda v: v >= 1 and v == int(v)),
-        "shrink": ("a number >= 0", lambda v: v >= 0),
-    }
+    limits = COSINE_LIMITS
 
     def __init__(
         self,
