@@ -147,3 +147,24 @@ def test_grid_train_eval_recommend_through_the_entry_points(model, tiny, tmp_pat
     run_recommend(m["checkpoint"], tmp_path / "recs.csv", tmp_path, k=3)
     recs = pd.read_csv(tmp_path / "recs.csv")
     assert recs.groupby("user_id").size().eq(3).all()
+
+
+def test_slim_n_jobs_minus_one_splits_the_items_over_every_cpu(monkeypatch):
+    """n_jobs=-1 means every CPU: one chunk of items per worker, not a single chunk."""
+    import joblib
+
+    import advrec.models.slim as slim
+
+    chunks = []
+    real = slim._fit_columns
+
+    def spy(x, items, h):
+        chunks.append(len(items))
+        return real(x, items, h)
+
+    monkeypatch.setattr(slim, "_fit_columns", spy)
+    x = sp.csr_matrix((np.random.default_rng(0).random((20, 12)) < 0.3).astype(np.float32))
+    with joblib.parallel_backend("threading"):
+        model = SLIM(20, 12, n_jobs=-1)
+        model.fit_matrix(x)
+        assert len(chunks) == min(12, joblib.effective_n_jobs(-1)) and sum(chunks) == 12

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 from advrec.models.similarity import SparseState
 
@@ -93,8 +93,8 @@ class SLIM(SparseState):
         x.data[:] = 1.0
         settings = {k: h[k] for k in ("alpha", "l1_ratio", "max_iter", "tol", "seed")}
         settings["topk"] = int(h.topk)
-        jobs = Parallel(n_jobs=h.n_jobs).n_jobs  # resolved worker count
-        chunks = [c for c in np.array_split(np.arange(self.n_items), max(1, jobs)) if len(c)]
+        jobs = effective_n_jobs(h.n_jobs)  # -1: every CPU
+        chunks = [c for c in np.array_split(np.arange(self.n_items), jobs) if len(c)]
         parts = Parallel(n_jobs=h.n_jobs)(
             delayed(_fit_columns)(x, chunk, settings) for chunk in chunks
         )
