@@ -44,6 +44,20 @@ class Recommender(LightningModule):
         self.status = "running"  # stored in checkpoints: running | interrupted (...) | final
         self.saved_status: str | None = None  # the status of the checkpoint it was loaded from
 
+    # hyper-parameter -> (the rule in words, a test of one value): `check_limits` checks the
+    # set value and every searched candidate (ClosedForm's `search`) before anything is fitted
+    limits: dict = {}
+
+    def check_limits(self) -> None:
+        for name, (rule, ok) in self.limits.items():
+            for value in [self.hparams.get(name), *getattr(self, "search", {}).get(name, [])]:
+                try:
+                    good = bool(ok(float(value)))
+                except (TypeError, ValueError):
+                    good = False
+                if not good:
+                    raise AdvrecError(f"model.{name}={value!r}: it must be {rule}")
+
     # -- the data handshake ----------------------------------------------------------------
     def phases(self) -> tuple[Phase, ...] | None:
         """One epoch's training batches: one pass at the model's `batch_size` by default
@@ -159,20 +173,6 @@ class ClosedForm(Recommender):
         self.search = {k: list(v) for k, v in (search or {}).items()}
         self.select_by = select_by
         self.selection: list[dict] = []
-
-    # hyper-parameter -> (the rule in words, a test of one value): checked for the set value
-    # and every searched candidate before anything is fitted
-    limits: dict = {}
-
-    def check_limits(self) -> None:
-        for name, (rule, ok) in self.limits.items():
-            for value in [self.hparams.get(name), *self.search.get(name, [])]:
-                try:
-                    good = bool(ok(float(value)))
-                except (TypeError, ValueError):
-                    good = False
-                if not good:
-                    raise AdvrecError(f"model.{name}={value!r}: it must be {rule}")
 
     def phases(self) -> tuple[Phase, ...]:
         return ()
