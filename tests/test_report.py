@@ -209,3 +209,48 @@ def test_a_pretraining_is_a_row_of_its_own_and_a_corrupt_file_one_line(tmp_path)
     )
     assert proc.returncode == 2 and "is not a readable metrics.json" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_new_runs_join_an_earlier_reports_runs_csv(report, tmp_path):
+    """A committed benchmark grows by new rows without rerunning it: runs= takes the earlier
+    runs.csv beside new run folders; its rows count as they were, a run in both once."""
+    run = tmp_path / "new" / "r0"
+    run.mkdir(parents=True)
+    new = {"model": "SLIM", "data": "synthetic", "protocol": "validated", "wall_time_s": 2.0}
+    new.update({f"test/{m}@20": 0.5 for m in ("precision", "recall", "ndcg")})
+    (run / "metrics.json").write_text(json.dumps(new))
+    earlier = report / "runs.csv"
+    out = tmp_path / "out"
+    run_cli("report", f"runs=[{earlier},{tmp_path / 'new'}]", f"out={out}", cwd=tmp_path)
+    table = pd.read_csv(out / "report.csv").set_index("label")
+    before = pd.read_csv(report / "report.csv").set_index("label")
+    assert sorted(table.index) == sorted([*before.index, "SLIM"])
+    for label in before.index:
+        assert table.loc[label, "n_runs"] == before.loc[label, "n_runs"]
+        got, was = table.loc[label, "test/ndcg@20_mean"], before.loc[label, "test/ndcg@20_mean"]
+        assert got == pytest.approx(was, abs=1e-12)
+    assert table.loc["SLIM", "test/ndcg@20_best"]
+    twice = tmp_path / "twice"
+    run_cli("report", f"runs=[{out / 'runs.csv'},{tmp_path / 'new'}]", f"out={twice}", cwd=tmp_path)
+    assert len(pd.read_csv(twice / "runs.csv")) == len(pd.read_csv(out / "runs.csv"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    proc = run_cli("report", f"runs=[{bad}]", f"out={tmp_path / 'b'}", cwd=tmp_path, check=False)
+    assert (
+        proc.returncode == 2
+        and "has no column(s) ['label', 'data', 'protocol', 'run']" in proc.stderr
+    )
+
+
+def test_every_group_gets_its_own_style_and_the_shared_keys_go_to_the_title():
+    from advrec.report import group_styles, legend_labels
+
+    styles = group_styles(list(range(12)))
+    assert len({tuple(sorted(s.items())) for s in styles.values()}) == 12
+    assert len({s["color"] for s in styles.values()}) == 12  # tab20: 20 colours before repeats
+    runs = pd.DataFrame(
+        {"label": ["A", "A", "B"], "data": ["d"] * 3, "protocol": ["validated"] * 3}
+    )
+    labels, common = legend_labels(runs, ["label", "data", "protocol"])
+    assert labels == {("A", "d", "validated"): "A (n=2)", ("B", "d", "validated"): "B (n=1)"}
+    assert common == "d, validated"

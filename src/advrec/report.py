@@ -3,6 +3,10 @@ plots (metric@K curves per model, GAN training curves), optionally logged to W&B
 
     advrec-report runs=multirun/benchmark_ml100k            # a multirun folder
     advrec-report 'runs=[outputs/2026-*/*,multirun/x]' out=report group_by=[label,data]
+    advrec-report 'runs=[docs/benchmark_ml100k/runs.csv,multirun/new_rows]' out=...
+
+A `runs.csv` of an earlier report counts as its runs (so new rows join a committed benchmark
+without rerunning it); their GAN training curves need the run folders, which it does not hold.
 
 Runs are grouped by `group_by` (dotted keys of metrics.json, e.g. `hparams.condition`;
 default label, data and protocol); each cell is the mean +- sample std over the group's runs
@@ -82,6 +86,33 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def earlier_runs(path: Path, group_by: Sequence[str]) -> pd.DataFrame:
+    """The rows of an earlier report's runs.csv."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise AdvrecError(f"{path} is not a readable runs.csv of advrec-report ({e})") from None
+    missing = [c for c in (*group_by, "run") if c not in frame.columns]
+    if missing:
+        raise AdvrecError(
+            f"{path} has no column(s) {missing}: give a runs.csv written by advrec-report "
+            "with the same group_by"
+        )
+    return frame.astype({g: str for g in group_by})
+
+
+def collect(patterns: Sequence[str], group_by: Sequence[str]) -> pd.DataFrame:
+    """Every run under `patterns` (folders, globs, metrics.json files, earlier runs.csv
+    files); a run found twice is kept once, from its metrics.json."""
+    csvs = [Path(p) for p in patterns if str(p).endswith(".csv")]
+    others = [p for p in patterns if not str(p).endswith(".csv")]
+    frames = [earlier_runs(p, group_by) for p in csvs]
+    if others or not frames:
+        frames.append(load_runs(find_runs(others), group_by))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.drop_duplicates("run", keep="last").reset_index(drop=True)
 
 
 def _read_metrics(path: Path) -> dict:
@@ -175,11 +206,47 @@ def _pyplot():
     return plt
 
 
+MARKERS = "osD^vP*X<>hp"
+LINES = ("-", "--", "-.", ":")
+
+
+def group_styles(keys: Sequence) -> dict:
+    """A distinct (colour, marker, line style) per group: 20 colours, then markers and line
+    styles tell the rest apart (a line hidden under another still shows its markers)."""
+    plt = _pyplot()
+    colours = plt.get_cmap("tab20").colors
+    return {
+        key: {
+            "color": colours[(2 * i) % 20 + (2 * i // 20) % 2],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINES[i % len(LINES)],
+        }
+        for i, key in enumerate(keys)
+    }
+
+
+def legend_labels(runs: pd.DataFrame, group_by: Sequence[str]) -> tuple[dict, str]:
+    """Each group's label without the keys all groups share (those go to the title), with its
+    number of runs."""
+    shared = [g for g in group_by if runs[g].nunique() == 1]
+    varying = [g for g in group_by if g not in shared] or list(group_by[:1])
+    labels = {}
+    for key, g in runs.groupby(list(group_by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        parts = dict(zip(group_by, key, strict=True))
+        labels[key] = f"{_label(tuple(parts[v] for v in varying))} (n={len(g)})"
+    common = ", ".join(str(runs[g].iloc[0]) for g in shared if g not in varying)
+    return labels, common
+
+
 def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str], out: Path):
-    """One panel per metric: test metric@K against K, a line per group (mean ± std)."""
+    """One panel per metric: test metric@K against K, a line per group (mean ± std over its
+    runs), each group with its own colour, marker and line style."""
     plt = _pyplot()
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    labels, common = legend_labels(runs, group_by)
+    styles = group_styles(list(labels))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         cols = sorted(
             (c for c in runs.columns if c.startswith(f"test/{metric}@")),
@@ -187,16 +254,29 @@ def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str
         )
         ks = [int(c.split("@")[1]) for c in cols]
         for key, g in runs.groupby(list(group_by), sort=False):
+            key = key if isinstance(key, tuple) else (key,)
             mean, std = g[cols].mean().to_numpy(), g[cols].std().fillna(0).to_numpy()
-            ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=_label(key))
+            ax.errorbar(
+                ks,
+                mean,
+                yerr=std,
+                capsize=4,
+                elinewidth=1.5,
+                markersize=6,
+                label=labels[key],
+                **styles[key],
+            )
         ax.set_xlabel("K (length of the recommendation list)")
         ax.set_ylabel(f"{metric.upper() if metric == 'ndcg' else metric.title()}@K (test)")
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9)
-    fig.suptitle("Test metrics at K (mean ± std over runs)")
-    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
+    handles, names = axes[0][0].get_legend_handles_labels()
+    ncol = 3
+    rows = math.ceil(len(names) / ncol)
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    where = f" on {common}" if common else ""
+    fig.suptitle(f"Test metrics at K{where} (mean ± std over each model's n runs)")
+    fig.tight_layout(rect=(0, 0.055 * rows + 0.02, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
@@ -270,7 +350,7 @@ def make_report(
     """Write report.md, report.csv, runs.csv and the PNG plots into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame = load_runs(find_runs(runs), group_by)
+    frame = collect(runs, group_by)
     columns = [f"test/{m}@{k}" for m in metrics]
     table = summary_table(frame, group_by, columns)
     markdown = to_markdown(table, group_by, columns)
@@ -300,7 +380,14 @@ def make_report(
 def _log_wandb(table: pd.DataFrame, plots: list[Path], out: Path) -> None:
     import wandb
 
-    run = wandb.init(job_type="report", dir=str(out), config={"out": str(out)})
+    run = wandb.init(
+        project="advrec",
+        job_type="report",
+        name=f"report-{out.resolve().name}",
+        dir=str(out),
+        config={"out": str(out)},
+        tags=["report"],
+    )
     run.log({"report": wandb.Table(dataframe=table.astype({c: str for c in table.columns}))})
     run.log({p.stem: wandb.Image(str(p)) for p in plots})
     run.finish()
