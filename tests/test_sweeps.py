@@ -77,8 +77,7 @@ def _sweep_cmd(sweep: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "advrec.train",
-        "-m",
+        "advrec.train",  # no -m: a search config is a multirun by itself
         "data=synthetic",
         "data.source.n_users=150",
         "data.source.n_items=80",
@@ -86,7 +85,7 @@ def _sweep_cmd(sweep: Path) -> list[str]:
         "model=ease",
         "hparams_search=ease",
         "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.n_startup_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
         "logger=none",
         f"hydra.sweep.dir={sweep}",
     ]
@@ -146,6 +145,7 @@ def test_wandb_sweep_files_are_valid_hydra_commands(path):
     assert spec["method"] == "bayes"
     assert spec["metric"] == {"name": "val/ndcg@10", "goal": "maximize"}
     assert "${args_no_hyphens}" in spec["command"]
+    assert "hydra.mode=RUN" in spec["command"]  # one run per agent call, not a search
     fixed = [a for a in spec["command"] if "=" in a and not a.startswith("$")]
     overrides = []
     for key, p in spec["parameters"].items():
@@ -180,3 +180,58 @@ def test_too_many_failed_trials_stop_the_sweep(tmp_path):
     study.tell(study.ask({"x": FloatDistribution(0, 1)}), state=TrialState.FAIL)
     with pytest.raises(AdvrecError, match="2 of 3 trials failed"):
         search._check_failures(study)
+
+
+@pytest.mark.parametrize(
+    "sampler,extra,expected",
+    [
+        ("random", ["hydra.sweeper.n_trials=3"], "RandomSampler"),
+        ("grid", ["hydra.sweeper.params.model.lam=choice(10,100,1000)"], "GridSampler"),
+    ],
+)
+def test_a_search_without_dash_m_with_another_sampler(sampler, extra, expected, tmp_path):
+    """No -m: the search config is a multirun by itself; the sampler is chosen with
+    hydra-optuna-sweeper's spelling; a grid stops after its last combination; trials never
+    evaluate the test split."""
+    import json
+
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    args = [a for a in _sweep_cmd(sweep)[3:] if "n_trials" not in a and "n_startup" not in a]
+    proc = run_cli(
+        "train",
+        *args,
+        f"hydra/sweeper/sampler={sampler}",
+        "hydra.sweeper.sampler.seed=1",
+        *extra,
+        cwd=tmp_path,
+    )
+    assert f"({expected})" in proc.stdout + proc.stderr
+    study = optuna.load_study(
+        study_name="ease_synthetic", storage=open_storage(sweep / "optuna.journal")
+    )
+    lams = [t.params["model.lam"] for t in study.trials]
+    assert len(lams) == 3 and len(set(lams)) == 3
+    if sampler == "grid":
+        assert sorted(lams) == [10, 100, 1000]
+    for path in sweep.glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        assert "val/ndcg@10" in m and not any(k.startswith("test/") for k in m)
+
+
+def test_an_interrupted_trial_is_retried_once_then_left_failed():
+    import optuna
+    from optuna.trial import TrialState
+
+    from advrec.sweep import reclaim_interrupted
+
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study = optuna.create_study(direction="maximize")
+    study.ask(space)  # left RUNNING: cut off
+    assert reclaim_interrupted(study, max_retries=1) == (1, 0)
+    again = study.ask(space)  # the queued retry, with the same parameters
+    assert again.params == study.trials[0].params
+    assert reclaim_interrupted(study, max_retries=1) == (0, 1)  # cut off a second time
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert study.get_trials(states=(TrialState.WAITING,)) == []

@@ -50,6 +50,7 @@ class Protocol:
     patience: int = 0
     refit: str = "none"
     check_every: str = "epoch"
+    test: bool = True  # False: stop after validation (search trials never see the test split)
 
     @classmethod
     def from_config(cls, node: DictConfig) -> Protocol:
@@ -139,7 +140,8 @@ class Protocol:
         if self.refits(res.model):
             res.model = self._refit(cfg, res.model, dm, res, refit_overrides or {})
             res.refit = "train+validation"
-        res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
+        if self.test:
+            res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
         return res
 
     def _refit(

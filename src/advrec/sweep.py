@@ -1,12 +1,13 @@
-"""Optuna hyper-parameter search as a Hydra sweeper: `advrec-train -m hparams_search=<model>`.
+"""Optuna hyper-parameter search as a Hydra sweeper: `advrec-train hparams_search=<model>`.
 
 The search space is written in Hydra's sweep grammar (`interval(a, b)`, `tag(log,
-interval(a, b))`, `range(a, b)`, `choice(...)`), the sampler is a seeded TPE with
-`n_startup_trials` random trials first, the objective is what the task returns (advrec-train:
-the validation metric `protocol.monitor`). The study lives in `storage`: a journal file
-(default, no database needed) or an RDB URL (`sqlite:///...`). Rerunning the same command
-resumes the study: finished trials count toward `n_trials` and are never rerun; trials that
-were running when the sweep died are marked failed and their parameters tried once more.
+interval(a, b))`, `range(a, b)`, `choice(...)`), the sampler is a config group
+(`hydra/sweeper/sampler=tpe|random|grid|cmaes|qmc`, seeded), the objective is what the task
+returns (advrec-train: the validation metric `protocol.monitor`). The study lives in
+`storage`: a journal file (default, no database needed) or an RDB URL (`sqlite:///...`).
+Rerunning the same command resumes the study: finished trials count toward `n_trials` and are
+never rerun; trials that were running when the sweep died are marked failed and their
+parameters tried again, up to `max_retries` times each.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from advrec.utils.io import write_json
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of trials a dead sweep left running
+RETRY = "retry"  # user attribute: how many times these parameters were queued again
 
 
 def distribution(override: Override):
@@ -80,18 +82,63 @@ def open_storage(storage: str | Path):
     return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
 
 
-def reclaim_interrupted(study) -> int:
-    """Mark trials a dead sweep left RUNNING as failed and queue their parameters again."""
+def reclaim_interrupted(study, max_retries: int = 1) -> tuple[int, int]:
+    """Mark trials a dead sweep left RUNNING as failed and queue their parameters again,
+    unless they were already tried `max_retries` times more. Returns (queued, given up)."""
     from optuna.trial import TrialState
 
-    n = 0
+    queued = given_up = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params)
-        n += 1
-    return n
+        retry = int(trial.user_attrs.get(RETRY, 0))
+        if trial.params and retry < max_retries:
+            study.enqueue_trial(trial.params, user_attrs={RETRY: retry + 1})
+            queued += 1
+        else:
+            given_up += 1
+    return queued, given_up
+
+
+def grid_of(space: dict[str, Any]) -> dict[str, list]:
+    """The values a grid sampler walks: choice(...) and range(...) parameters only."""
+    from optuna.distributions import CategoricalDistribution
+
+    grid = {}
+    for key, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[key] = list(dist.choices)
+        elif getattr(dist, "step", None) is not None:
+            n = round((dist.high - dist.low) / dist.step)
+            grid[key] = [dist.low + i * dist.step for i in range(n + 1)]
+        else:
+            raise AdvrecError(
+                f"hydra/sweeper/sampler=grid needs a finite set for {key}: write it as "
+                "choice(...) or range(...), not interval(...)"
+            )
+    return grid
+
+
+def make_sampler(spec: dict, space: dict[str, Any], offset: int):
+    """The configured Optuna sampler; a resumed study (`offset` trials in) gets a fresh seed,
+    so it cannot redraw earlier trials."""
+    from hydra.utils import get_class
+    from optuna.samplers import GridSampler
+
+    spec = dict(spec)
+    target = spec.pop("_target_", "optuna.samplers.TPESampler")
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        raise AdvrecError(f"hydra.sweeper.sampler._target_={target!r}: {e}") from None
+    if spec.get("seed") is not None:
+        spec["seed"] = int(spec["seed"]) * 100_003 + offset
+    if cls is GridSampler:
+        spec["search_space"] = grid_of(space)
+    try:
+        return cls(**spec)
+    except (TypeError, ValueError) as e:
+        raise AdvrecError(f"hydra.sweeper.sampler ({target}): {e}") from None
 
 
 def _check_same_sweep(study, arguments: Sequence[str]) -> None:
@@ -123,19 +170,23 @@ class OptunaSearch:
     def __init__(
         self,
         params: dict | None = None,
+        sampler: dict | None = None,
         n_trials: int = 50,
-        n_startup_trials: int = 16,
         n_jobs: int = 1,
-        seed: int = 0,
         direction: str = "maximize",
         storage: str | None = None,
         study_name: str = "advrec",
         max_failure_rate: float = 0.0,
+        max_retries: int = 1,
     ):
         self.params = {str(k): "null" if v is None else str(v) for k, v in (params or {}).items()}
-        self.n_trials, self.n_startup_trials, self.n_jobs = n_trials, n_startup_trials, n_jobs
-        self.seed, self.direction, self.storage = seed, direction, storage
+        if isinstance(sampler, DictConfig):
+            sampler = OmegaConf.to_container(sampler, resolve=True)
+        self.sampler = dict(sampler or {"_target_": "optuna.samplers.TPESampler", "seed": 0})
+        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.direction, self.storage = direction, storage
         self.study_name, self.max_failure_rate = study_name, max_failure_rate
+        self.max_retries = max_retries
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -160,21 +211,24 @@ class OptunaSearch:
             load_if_exists=True,
         )
         _check_same_sweep(study, arguments)
-        reclaimed = reclaim_interrupted(study)
-        # a resumed study gets a fresh random stream, so it cannot redraw earlier trials
-        study.sampler = optuna.samplers.TPESampler(
-            n_startup_trials=self.n_startup_trials,
-            seed=self.seed * 100_003 + len(study.trials),
-        )
+        queued, given_up = reclaim_interrupted(study, self.max_retries)
+        study.sampler = make_sampler(self.sampler, space, len(study.trials))
+        budget = self.n_trials
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            budget = min(budget, math.prod(len(v) for v in grid_of(space).values()))
+        notes = [f"{queued} interrupted trial(s) queued again"] if queued else []
+        if given_up:
+            notes.append(f"{given_up} interrupted trial(s) left failed (max_retries reached)")
         log.info(
-            "Optuna study %r in %s: %d of %d trials done%s",
+            "Optuna study %r (%s) in %s: %d of %d trials done%s",
             self.study_name,
+            type(study.sampler).__name__,
             where,
             spent(study),
-            self.n_trials,
-            f", {reclaimed} interrupted trial(s) queued again" if reclaimed else "",
+            budget,
+            "".join(f", {n}" for n in notes),
         )
-        while (left := self.n_trials - spent(study)) > 0:
+        while (left := budget - spent(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
             overrides = [
                 tuple(f"{k}={v}" for k, v in {**t.params, **fixed}.items()) for t in trials
