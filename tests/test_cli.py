@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from advrec.metrics import METRICS
-from tests.helpers import data_args, run_cli, run_recommend
+from tests.helpers import data_args, run_cli, run_recommend, wandb_run_record
 from tests.helpers.reference import assert_same_metrics
 
 
@@ -113,18 +113,39 @@ def test_other_models_run_on_synthetic(model, tmp_path):
     assert m["test/ndcg@10"] > 0
 
 
-def test_wandb_offline_writes_a_local_run(tiny, tmp_path):
+def test_wandb_runs_say_what_they_are(tiny, tmp_path):
+    """An offline run lands in <run>/wandb with the sync command printed; a validated and an
+    optimistic run of the same model differ in name, group, tags and config."""
     root, _ = tiny
-    run_cli(
-        "train",
-        *data_args(root),
-        "model=pop",
-        "logger=default",
-        f"hydra.run.dir={tmp_path}",
-        cwd=tmp_path,
-        env={"WANDB_MODE": "offline"},
-    )
-    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    seen = {}
+    for protocol in ("validated", "original"):
+        out = tmp_path / protocol
+        proc = run_cli(
+            "train",
+            *data_args(root),
+            "model=pop",
+            f"protocol={protocol}",
+            "logger=default",
+            "seed=3",
+            f"hydra.run.dir={out}",
+            cwd=tmp_path,
+            env={"WANDB_MODE": "offline"},
+        )
+        (run,) = (out / "wandb").glob("offline-run-*")
+        assert f"wandb sync {run}" in proc.stdout.replace("\n", "")
+        seen[protocol] = wandb_run_record(out)
+    ok, bad = seen["validated"], seen["original"]
+    assert ok["name"] == "TopPop-tiny-validated-s3" and bad["name"] == "TopPop-tiny-original-s3"
+    assert ok["project"] == "advrec" and ok["job_type"] == "train"
+    assert ok["group"] == "tiny-validated" and bad["group"] == "tiny-original"
+    assert "optimistic" in bad["tags"] and "optimistic" not in ok["tags"]
+    assert {"protocol:validated", "data:tiny"} <= set(ok["tags"])
+    for rec, protocol in ((ok, "validated"), (bad, "original")):
+        cfg = rec["config"]
+        assert cfg["protocol"]["name"] == protocol and cfg["seed"] == 3
+        assert cfg["data"]["name"] == "tiny" and cfg["choices"]["model"] == "pop"
+        assert cfg["trainer"]["max_epochs"] == 1 and "_target_" in cfg["model"]
+    assert bad["config"]["protocol"]["optimistic"] and not ok["config"]["protocol"]["optimistic"]
 
 
 # -- user errors: one clear message, exit 2 (Hydra's own: exit 1), no traceback, no output --

@@ -163,7 +163,61 @@ def _interactive(cfg: DictConfig) -> bool:
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    return [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    """The configured loggers; a W&B logger gets the run's identity (`wandb_identity`) where
+    its config leaves name, group, tags or job_type unset, and the whole resolved config."""
+    out = []
+    for lg in (cfg.get("logger") or {}).values():
+        if str(lg.get("_target_", "")).endswith("WandbLogger"):
+            settings = OmegaConf.to_container(lg, resolve=True)
+            for k, v in wandb_identity(cfg).items():
+                settings[k] = v if settings.get(k) is None else settings[k]
+            cls = get_class(settings.pop("_target_"))  # the config is data, not targets
+            out.append(cls(**settings, config=run_config(cfg)))
+        else:
+            out.append(instantiate(lg))
+    return out
+
+
+def _hydra_runtime():
+    """Hydra's runtime config of this job, or None outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved run config plus the config groups chosen (experiment, model, data, ...)."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    hc = _hydra_runtime()
+    out["choices"] = {k: v for k, v in (hc.runtime.choices if hc else {}).items() if v}
+    out["choices"] = {k: v for k, v in out["choices"].items() if not k.startswith("hydra/")}
+    return out
+
+
+def wandb_identity(cfg: DictConfig) -> dict:
+    """Name `<label>-<data>-<protocol>-s<seed>` (`-t<trial>` in a multirun), group (the
+    search's study, else the experiment, else data-protocol), tags and job_type."""
+    from hydra.types import RunMode
+
+    hc = _hydra_runtime()
+    choices = hc.runtime.choices if hc else {}
+    experiment, search = choices.get("experiment"), choices.get("hparams_search")
+    study = hc.sweeper.get("study_name") if (hc and search) else None
+    label = cfg.get("label") or model_class(cfg).__name__
+    protocol = cfg.protocol.name
+    name = f"{label}-{cfg.data.name}-{protocol}-s{cfg.seed}"
+    if hc is not None and hc.mode == RunMode.MULTIRUN:
+        name += f"-t{hc.job.num}"
+    tags = [f"protocol:{protocol}", f"data:{cfg.data.name}"]
+    tags += [f"experiment:{experiment}"] if experiment else []
+    tags += ["optimistic"] if cfg.protocol.get("optimistic") else []
+    tags += [f"search:{study or search}"] if search else []
+    return {
+        "name": name,
+        "group": study or experiment or f"{cfg.data.name}-{protocol}",
+        "tags": tags,
+        "job_type": "search" if search else "train",
+    }
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -66,12 +66,18 @@ def train(cfg: DictConfig) -> dict:
     except SIGTERMException:
         out = Path(cfg.paths.output_dir)
         last = out / "checkpoints" / "last.ckpt"
-        where = (
-            f"the state at this step is in {last}. Resume with the same overrides plus "
-            f"hydra.run.dir={out} ckpt_path=last"
-            if last.is_file()
-            else "before training started: nothing to resume; run the command again"
-        )
+        if _in_search():
+            where = (
+                "this trial is cut off; rerun the same search command to resume the sweep "
+                "(finished trials are kept, this one is tried again)"
+            )
+        elif last.is_file():
+            where = (
+                f"the state at this step is in {last}. Resume with the same overrides plus "
+                f"hydra.run.dir={out} ckpt_path=last"
+            )
+        else:
+            where = "before training started: nothing to resume; run the command again"
         print(f"advrec: stopped by SIGTERM; {where}", file=sys.stderr)
         sys.exit(143)
     model = res.model
@@ -157,11 +163,26 @@ def _title(cfg: DictConfig, metrics: dict) -> str:
     )
 
 
-def _finish_wandb() -> None:
-    import sys
+def _in_search() -> bool:
+    """Whether this job is a trial of advrec's Optuna sweeper."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    if "wandb" in sys.modules:
-        sys.modules["wandb"].finish()
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return "advrec_optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run; an offline one says where it is and how to upload it."""
+    wandb = sys.modules.get("wandb")
+    run = wandb.run if wandb is not None else None
+    if run is None:
+        return
+    where = Path(run.dir).parent if run.offline else None
+    wandb.finish()
+    if where is not None:
+        console.print(f"W&B offline run: {where}  (upload: wandb sync {where})")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

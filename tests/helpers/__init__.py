@@ -59,6 +59,44 @@ def run_recommend(ckpt, out: Path, cwd: Path, *overrides: str, k: int = 20, env=
     )
 
 
+def wandb_run_record(run_dir: Path) -> dict:
+    """The run record of the offline W&B run under `run_dir`/wandb (its name, group, tags,
+    job_type, project and config), read from the run's .wandb file (a LevelDB-style log of
+    protobuf records: 32 KiB blocks of chunks with 7-byte headers after a 7-byte file header)."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, block, pos, buf, records = path.read_bytes(), 32768, 7, b"", []
+    assert data[:4] == b":W&B", data[:7]
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # the rest of a block too short for a header, or padding
+            pos += left
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk  # full / first; middle / last
+        if kind in (1, 4):
+            records.append(buf)
+    for raw in records:
+        record = pb.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            return {
+                "name": run.display_name,
+                "group": run.run_group,
+                "tags": list(run.tags),
+                "job_type": run.job_type,
+                "project": run.project,
+                "config": {u.key: json.loads(u.value_json) for u in run.config.update},
+            }
+    raise AssertionError(f"no run record in {path}")
+
+
 def synthetic_dm(n_users: int, n_items: int, n_interactions: int, seed: int = 0, **kw):
     """A set-up DataModule over seeded synthetic data with a 20 % random test holdout."""
     from advrec.data.datamodule import RecDataModule
