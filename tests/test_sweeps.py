@@ -186,7 +186,7 @@ def test_too_many_failed_trials_stop_the_sweep(tmp_path):
     "sampler,extra,expected",
     [
         ("random", ["hydra.sweeper.n_trials=3"], "RandomSampler"),
-        ("grid", ["hydra.sweeper.params.model.lam=choice(10,100,1000)"], "GridSampler"),
+        ("grid", ["model.lam=choice(10,100,1000)"], "GridSampler"),
     ],
 )
 def test_a_search_without_dash_m_with_another_sampler(sampler, extra, expected, tmp_path):

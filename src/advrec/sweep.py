@@ -119,6 +119,19 @@ def grid_of(space: dict[str, Any]) -> dict[str, list]:
     return grid
 
 
+def _ask_tell_grid():
+    from optuna.samplers import GridSampler
+
+    class AskTellGrid(GridSampler):
+        """Optuna's grid without its `study.stop()` after the last cell, which raises outside
+        `study.optimize`; the sweep's budget (at most the grid's size) ends the search."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return AskTellGrid
+
+
 def make_sampler(spec: dict, space: dict[str, Any], offset: int):
     """The configured Optuna sampler; a resumed study (`offset` trials in) gets a fresh seed,
     so it cannot redraw earlier trials."""
@@ -134,7 +147,7 @@ def make_sampler(spec: dict, space: dict[str, Any], offset: int):
     if spec.get("seed") is not None:
         spec["seed"] = int(spec["seed"]) * 100_003 + offset
     if cls is GridSampler:
-        spec["search_space"] = grid_of(space)
+        cls, spec["search_space"] = _ask_tell_grid(), grid_of(space)
     try:
         return cls(**spec)
     except (TypeError, ValueError) as e:
@@ -222,7 +235,7 @@ class OptunaSearch:
         log.info(
             "Optuna study %r (%s) in %s: %d of %d trials done%s",
             self.study_name,
-            type(study.sampler).__name__,
+            str(self.sampler.get("_target_", "TPESampler")).rsplit(".", 1)[-1],
             where,
             spent(study),
             budget,
