@@ -189,8 +189,8 @@ def run_config(cfg: DictConfig) -> dict:
     """The resolved run config plus the config groups chosen (experiment, model, data, ...)."""
     out = OmegaConf.to_container(cfg, resolve=True)
     hc = _hydra_runtime()
-    out["choices"] = {k: v for k, v in (hc.runtime.choices if hc else {}).items() if v}
-    out["choices"] = {k: v for k, v in out["choices"].items() if not k.startswith("hydra/")}
+    chosen = hc.runtime.choices.items() if hc else ()
+    out["choices"] = {k: v for k, v in chosen if v and not k.startswith("hydra/")}
     return out
 
 

@@ -52,6 +52,7 @@ def solve_rows(
     padded = torch.cat([other, other.new_zeros(1, d)])  # index -1 -> a zero row
     base = unobserved_weight * gram
     out = other.new_empty(len(rows), d)
+    failed = torch.zeros((), dtype=torch.bool, device=dev)  # read once at the end (one sync)
     lo = 0
     while lo < len(order):
         hi = lo + 1  # grow the group while its embeddings and systems fit (lengths ascend)
@@ -69,15 +70,16 @@ def solve_rows(
             (reg * (n + unobserved_weight * m.shape[1]).pow(reg_exp))[:, None]
         )
         chol, info = torch.linalg.cholesky_ex(a)
-        if bool((info > 0).any()):
-            raise AdvrecError(
-                f"iALS: a least-squares system is not positive definite in float32 (dim "
-                f"{d}, reg {reg}); raise model.reg or lower model.dim"
-            )
+        failed |= (info > 0).any()
         out[torch.from_numpy(group).to(dev)] = torch.cholesky_solve(
             e.sum(1, keepdim=True).mT, chol
         )[..., 0]
         lo = hi
+    if bool(failed):
+        raise AdvrecError(
+            f"iALS: a least-squares system is not positive definite in float32 (dim {d}, "
+            f"reg {reg}); raise model.reg or lower model.dim"
+        )
     return out
 
 
@@ -117,6 +119,7 @@ class IALS(Recommender):
         self._train: sp.csr_matrix | None = None
         self._by_item: sp.csr_matrix | None = None
         self._item_gram: tuple[int, torch.Tensor] | None = None
+        self._items_done: int | None = None  # items_epoch on the host (no sync per step)
 
     def configure_optimizers(self):
         return None  # exact least squares, no gradients
@@ -130,6 +133,7 @@ class IALS(Recommender):
         self._train = data.train.tocsr()
         self._by_item = data.train.T.tocsr()
         self._item_gram = None
+        self._items_done = None  # read from the (possibly resumed) buffer at the first step
 
     def _solve(
         self, m: sp.csr_matrix, rows: np.ndarray, other: torch.Tensor, gram: torch.Tensor
@@ -141,12 +145,15 @@ class IALS(Recommender):
         # exact solves in float32 even under a mixed-precision trainer
         with torch.autocast(self.device.type, enabled=False):
             epoch = self.current_epoch
-            if int(self.items_epoch) != epoch:
+            if self._items_done is None:
+                self._items_done = int(self.items_epoch)
+            if self._items_done != epoch:
                 items = np.flatnonzero(np.diff(self._by_item.indptr))
                 self.items[torch.from_numpy(items).to(self.device)] = self._solve(
                     self._by_item, items, self.users, self.users.T @ self.users
                 )
                 self.items_epoch.fill_(epoch)
+                self._items_done = epoch
             if self._item_gram is None or self._item_gram[0] != epoch:
                 self._item_gram = (epoch, self.items.T @ self.items)  # for this epoch's users
             users = batch["ids"].cpu().numpy()
@@ -189,7 +196,7 @@ class IALS(Recommender):
             self.log(f"train/{k}", v, prog_bar=k == "loss")
 
     def on_fit_end(self) -> None:
-        self._train = self._by_item = self._item_gram = None
+        self._train = self._by_item = self._item_gram = self._items_done = None
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         return self.users[users] @ self.items.T
