@@ -133,6 +133,7 @@ def test_wandb_runs_say_what_they_are(tiny, tmp_path):
         )
         (run,) = (out / "wandb").glob("offline-run-*")
         assert f"wandb sync {run}" in proc.stdout.replace("\n", "")
+        assert "wandb:" not in proc.stderr  # W&B's banner and warnings stay out of the way
         seen[protocol] = wandb_run_record(out)
     ok, bad = seen["validated"], seen["original"]
     assert ok["name"] == "TopPop-tiny-validated-s3" and bad["name"] == "TopPop-tiny-original-s3"

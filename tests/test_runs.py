@@ -3,6 +3,7 @@ or changed data, full disks and damaged caches, each driven through the entry po
 
 import json
 import os
+import shlex
 import subprocess
 
 import numpy as np
@@ -129,6 +130,26 @@ def test_a_sigkilled_run_resumes_from_its_periodic_resume_point(tmp_path):
     for key, value in whole.items():
         if key.startswith("test/"):
             assert resumed[key] == value, key
+
+
+def test_ctrl_c_says_how_to_resume_and_the_printed_command_does(tmp_path):
+    args = [*CFGAN, "trainer.max_epochs=2", *KILLERS]
+    kill = ["+callbacks.kill._target_=tests.helpers.killers.KillAt", "+callbacks.kill.epoch=1"]
+    cut = train(tmp_path, *args, *kill, "+callbacks.kill.sig=SIGINT", run="cut")
+    assert cut.returncode == 130 and "Traceback" not in cut.stderr, cut.stderr[-2000:]
+    (line,) = [ln for ln in cut.stderr.splitlines() if ln.startswith("advrec: stopped by Ctrl-C")]
+    resume = shlex.split(line.split("Resume: ", 1)[1])
+    assert resume[0] == "advrec-train" and resume[-2:] == [
+        f"hydra.run.dir={tmp_path / 'cut'}",
+        "ckpt_path=last",
+    ]
+    assert read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.ckpt")["advrec_status"] == (
+        "interrupted (KeyboardInterrupt)"
+    )
+    # the printed command, with the killer switched off (a change the resume must accept)
+    off = ["callbacks.kill.epoch=99", "accept_changes=[callbacks.kill]"]
+    run_cli("train", *resume[1:], *off, cwd=tmp_path, env=ENV)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs"] == 2
 
 
 # -- run dirs ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 W&B sweep files."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -235,3 +236,22 @@ def test_an_interrupted_trial_is_retried_once_then_left_failed():
     assert reclaim_interrupted(study, max_retries=1) == (0, 1)  # cut off a second time
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert study.get_trials(states=(TrialState.WAITING,)) == []
+
+
+def test_ctrl_c_in_a_trial_names_the_command_that_resumes_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    kill = [
+        "+callbacks.kill._target_=tests.helpers.killers.KillAt",
+        "+callbacks.kill.epoch=null",
+        "+callbacks.kill.sig=SIGINT",
+        "+callbacks.kill.job=1",
+        "allow_targets=[tests.helpers.killers.]",
+    ]
+    args = [*_sweep_cmd(sweep)[3:], *kill]
+    proc = run_cli("train", *args, cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, check=False)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("advrec: stopped by")]
+    assert "Ctrl-C" in line and "tried again" in line
+    assert line.endswith(shlex.join(["advrec-train", *args]))
+    assert (sweep / "0_local" / "metrics.json").is_file()
+    assert not (sweep / "1_local" / "metrics.json").exists()

@@ -9,14 +9,15 @@ from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
 from advrec.errors import AdvrecError
-from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
 from advrec.utils.console import console, metrics_table, user_errors
-from advrec.utils.io import write_json
 
 
 @user_errors
 def evaluate(cfg: DictConfig) -> dict:
     """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json."""
+    from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
+    from advrec.utils.io import write_json  # here, not at the top: `--help` needs neither
+
     if cfg.split not in ("test", "val"):
         raise AdvrecError(f"split={cfg.split!r}: choose test or val")
     model, run_cfg = load_checkpoint(cfg.ckpt_path, cfg)

@@ -14,6 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
@@ -25,6 +26,7 @@ from advrec.metrics.names import METRICS
 from advrec.models.base import Recommender
 from advrec.utils.callbacks import DivergenceGuard, nonfinite_weights
 from advrec.utils.io import read_checkpoint, write_bytes
+from advrec.utils.progress import ProgressLines
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +145,32 @@ def portable(run_config: dict) -> dict:
     return run_config
 
 
-def build_callbacks(cfg: DictConfig) -> list[Callback]:
+def build_callbacks(cfg: DictConfig, console_only: bool = False) -> list[Callback]:
+    """The configured callbacks the protocol keeps, with the console's for where stdout goes:
+    the progress bar in a terminal, `ProgressLines` elsewhere. `console_only`: just those."""
     from advrec.protocol import Protocol
 
     protocol = Protocol.from_config(cfg.protocol)
+    interactive = _interactive(cfg)
     out = []
     for cb in (cfg.get("callbacks") or {}).values():
         if not protocol.keeps_callback(cb._target_):
             continue
-        if "ProgressBar" in cb._target_ and not _interactive(cfg):
-            continue
-        out.append(instantiate(cb))
+        made = instantiate(cb)
+        if isinstance(made, ProgressBar):
+            keep = interactive
+        elif isinstance(made, ProgressLines):
+            keep = not interactive
+        else:
+            keep = not console_only
+        if keep:
+            out.append(made)
     return out
 
 
 def _interactive(cfg: DictConfig) -> bool:
-    """A progress bar only helps a person watching a terminal; in a log file it costs time."""
+    """A progress bar only helps a person watching a terminal; in a log file it costs time
+    (and `ProgressLines` says the same in a line per validation check)."""
     return sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar", True) is not False
 
 
@@ -172,7 +184,11 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             for k, v in wandb_identity(cfg).items():
                 settings[k] = v if settings.get(k) is None else settings[k]
             cls = get_class(settings.pop("_target_"))  # the config is data, not targets
-            out.append(cls(**settings, config=run_config(cfg)))
+            made = cls(**settings, config=run_config(cfg))
+            init = getattr(made, "_wandb_init", {})  # Lightning passes anonymous=None, which
+            if init.get("anonymous", 0) is None:  # wandb >= 0.19 warns about on every run
+                del init["anonymous"]
+            out.append(made)
         else:
             out.append(instantiate(lg))
     return out
@@ -244,8 +260,10 @@ def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
     tcfg.update(overrides)
     if "callbacks" not in overrides:
         tcfg["callbacks"] = build_callbacks(cfg)
-        if not _interactive(cfg):
-            tcfg["enable_progress_bar"] = False
+    else:  # e.g. the refit's: still shows its progress as this run's console does
+        tcfg["callbacks"] = [*build_callbacks(cfg, console_only=True), *tcfg["callbacks"]]
+    if not _interactive(cfg):
+        tcfg["enable_progress_bar"] = False
     if "logger" not in overrides:
         tcfg["logger"] = build_loggers(cfg) or False
     plugins = list(tcfg.get("plugins") or [])

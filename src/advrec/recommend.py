@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-import torch
 from omegaconf import DictConfig
 
 from advrec.config import CONF_DIR
-from advrec.data.batches import eval_loader
-from advrec.data.datamodule import history_from
-from advrec.data.sources import read_table
 from advrec.errors import AdvrecError
-from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
 from advrec.utils.console import console, user_errors
-from advrec.utils.io import write_csv
+
+if TYPE_CHECKING:  # imported where used: `--help` answers without torch and Lightning
+    import pandas as pd
+    import torch
 
 
 def _positions(raw_ids: np.ndarray, wanted: list) -> np.ndarray:
@@ -47,6 +44,10 @@ def _wanted_users(cfg: DictConfig) -> list | None:
 
 def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
     """Raw ids and encoded features of the users in `new_users_file` (never seen in training)."""
+    import torch
+
+    from advrec.data.sources import read_table
+
     if not model.uses_features:
         raise AdvrecError(
             f"{type(model).__name__} cannot score a user it has never seen; new users need a "
@@ -69,6 +70,11 @@ def _known(cfg: DictConfig, model, run_cfg: DictConfig) -> tuple:
     """Raw user and item ids, user features and known history (train + validation), from
     the checkpoint itself (no data file needed), or rebuilt from the data for checkpoints
     written before checkpoints stored their data."""
+    import torch
+
+    from advrec.data.datamodule import history_from
+    from advrec.pipeline import checked_datamodule
+
     ident = model.data_identity
     if ident and "history_indptr" in ident:
         ids = [
@@ -107,6 +113,13 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     Known users are ranked over the items they have not seen (train + validation history);
     users in `new_users_file` (a features row each) are ranked over every item.
     """
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from advrec.data.batches import eval_loader
+    from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
+    from advrec.utils.io import write_csv
+
     if int(cfg.k) < 1:
         raise AdvrecError(f"k={cfg.k} must be at least 1")
     _check_output(cfg)

@@ -212,6 +212,7 @@ class OptunaSearch:
     def sweep(self, arguments: list[str]) -> dict:
         import optuna
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # advrec logs the study itself
         lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         space, fixed = search_space(lines)
         if not space:

@@ -8,28 +8,16 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
-from lightning import seed_everything
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from advrec import rundir
 from advrec.config import CONF_DIR
-from advrec.pipeline import (
-    build_datamodule,
-    build_model,
-    build_trainer,
-    check_monitor,
-    check_settings,
-    check_targets,
-    model_class,
-    portable,
-)
-from advrec.protocol import Protocol
-from advrec.utils.console import console, metrics_table, print_config, user_errors
-from advrec.utils.io import write_json
+from advrec.utils.console import command, console, user_errors
+
+# torch, Lightning and the pipeline are imported where a run starts, not here: `--help`
+# and `--cfg job` answer without them (5.6 s -> under a second on a 2-core box)
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +25,35 @@ log = logging.getLogger(__name__)
 @user_errors
 def train(cfg: DictConfig) -> dict:
     """Run one experiment; returns the metrics dict written to `metrics.json`."""
+    from lightning import seed_everything
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from advrec import rundir
+    from advrec.models.base import ClosedForm
+    from advrec.pipeline import (
+        build_datamodule,
+        build_model,
+        build_trainer,
+        check_monitor,
+        check_settings,
+        check_targets,
+        model_class,
+        portable,
+    )
+    from advrec.protocol import Protocol
+    from advrec.utils.console import metrics_table, print_config
+    from advrec.utils.io import write_json
+
     start = time.perf_counter()
     check_targets(cfg, cfg.get("allow_targets") or ())
     check_settings(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
-    print_config(cfg)
+    if cfg.get("print_config"):
+        print_config(cfg)
     protocol = Protocol.from_config(cfg.protocol)
     cls = model_class(cfg)
+    closed = issubclass(cls, ClosedForm)
+    console.print(f"advrec-train: {_describe(cfg, cls.__name__, closed)} -> {cfg.paths.output_dir}")
     check_monitor(cfg)
     if cfg.get("pretrain"):  # its choice is set below; a resume may not change the rest
         with open_dict(cfg):
@@ -64,22 +74,13 @@ def train(cfg: DictConfig) -> dict:
         trainer = build_trainer(cfg, **protocol.trainer_overrides(model, dm))
         res = protocol.run(cfg, model, dm, trainer, refit_overrides)
     except SIGTERMException:
-        out = Path(cfg.paths.output_dir)
-        last = out / "checkpoints" / "last.ckpt"
-        if _in_search():
-            where = (
-                "this trial is cut off; rerun the same search command to resume the sweep "
-                "(finished trials are kept, this one is tried again)"
-            )
-        elif last.is_file():
-            where = (
-                f"the state at this step is in {last}. Resume with the same overrides plus "
-                f"hydra.run.dir={out} ckpt_path=last"
-            )
-        else:
-            where = "before training started: nothing to resume; run the command again"
-        print(f"advrec: stopped by SIGTERM; {where}", file=sys.stderr)
-        sys.exit(143)
+        _stopped(cfg, "SIGTERM", 143)
+    except KeyboardInterrupt:
+        _stopped(cfg, "Ctrl-C", 130)
+    except SystemExit as e:  # Lightning ends a fit cut by Ctrl-C with sys.exit(1)
+        if not isinstance(e.__context__, KeyboardInterrupt):
+            raise
+        _stopped(cfg, "Ctrl-C", 130)
     model = res.model
     out_dir = Path(cfg.paths.output_dir)
     final = out_dir / "checkpoints" / "final.ckpt"
@@ -99,18 +100,23 @@ def train(cfg: DictConfig) -> dict:
         **({"pretrain": pre["metrics"]} if pre else {}),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
-    if trainer.is_global_zero:
-        write_json(out_dir / "metrics.json", metrics)
-        console.print(metrics_table(metrics, model.ks, _title(cfg, metrics)))
-        console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
     _finish_wandb()
+    if trainer.is_global_zero:  # the results table comes last: nothing pushes it off screen
+        write_json(out_dir / "metrics.json", metrics)
+        console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
+        console.print(metrics_table(metrics, model.ks, _title(cfg, metrics)))
     return metrics
 
 
-def _pretrain(cfg: DictConfig, dm, protocol: Protocol, resume: str | None) -> dict:
+def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
     """`pretrain.model` (e.g. IRGAN's BPR-DNS) trained first on the same split under the same
     protocol, into <run dir>/pretrain/. Returns its selected and its final (tested, refit)
     checkpoint and its metrics; a resumed run reuses a finished pre-training."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from advrec.pipeline import build_model, build_trainer
+    from advrec.utils.io import write_json
+
     out = Path(cfg.paths.output_dir) / "pretrain"
     if resume and (out / "metrics.json").is_file():
         metrics = json.loads((out / "metrics.json").read_text())
@@ -148,19 +154,58 @@ def _pretrain(cfg: DictConfig, dm, protocol: Protocol, resume: str | None) -> di
     }
 
 
-def _title(cfg: DictConfig, metrics: dict) -> str:
-    """Which run this was: model, data, preset/experiment, epochs, protocol."""
+def _preset(model: str) -> str:
+    """The experiment this run composes, else its model choice."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    preset = choices.get("experiment") or f"model={choices.get('model', metrics['model'])}"
-    flag = ", optimistic" if metrics["optimistic"] else ""
-    chosen = f", epoch {metrics['selected_epoch']} chosen" if metrics["selected_epoch"] else ""
-    refit = f", refit on {metrics['refit']}" if metrics["refit"] else ""
+    return choices.get("experiment") or f"model={choices.get('model', model)}"
+
+
+def _describe(cfg: DictConfig, model: str, closed: bool) -> str:
+    """What starts: model, data, preset, protocol, seed and the epoch cap (a closed-form
+    model has none)."""
+    epochs = cfg.trainer.get("max_epochs")
+    cap = f", up to {epochs} epochs" if epochs and epochs > 0 and not closed else ""
+    flag = ", optimistic" if cfg.protocol.get("optimistic") else ""
     return (
-        f"{metrics['model']} on {metrics['data']} ({preset}, {metrics['epochs']} epochs"
-        f"{chosen}{refit}, protocol={metrics['protocol']}{flag})"
+        f"{model} on {cfg.data.name} ({_preset(model)}, protocol={cfg.protocol.name}{flag}, "
+        f"seed {cfg.seed}{cap})"
     )
+
+
+def _title(cfg: DictConfig, metrics: dict) -> str:
+    """Which run this was: model, data, preset/experiment, epochs, protocol."""
+    preset = _preset(metrics["model"])
+    flag = ", optimistic" if metrics["optimistic"] else ""
+    epochs = metrics["selected_epoch"]  # None: a closed-form fit, no epochs
+    chosen = f", epoch {epochs} chosen" if metrics["selected_checkpoint"] else ""
+    ran = f"{metrics['epochs']} epochs{chosen}, " if epochs else ""
+    refit = f"refit on {metrics['refit']}, " if metrics["refit"] else ""
+    return (
+        f"{metrics['model']} on {metrics['data']} ({preset}, {ran}{refit}"
+        f"protocol={metrics['protocol']}{flag})"
+    )
+
+
+def _stopped(cfg: DictConfig, why: str, code: int) -> NoReturn:
+    """A run cut off by a signal: one line on what is kept and the command that resumes."""
+    out = Path(cfg.paths.output_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if _in_search():
+        where = (
+            "this trial is cut off; finished trials are kept and this one is tried again "
+            f"when the same command runs again: {command()}"
+        )
+    elif last.is_file():
+        resume = (
+            f"{command(drop=('hydra.run.dir', 'ckpt_path'))} hydra.run.dir={out} ckpt_path=last"
+        )
+        where = f"the state at this step is in {last}. Resume: {resume}"
+    else:
+        where = "before training started: nothing to resume; run the command again"
+    print(f"advrec: stopped by {why}; {where}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _in_search() -> bool:
@@ -174,15 +219,19 @@ def _in_search() -> bool:
 
 
 def _finish_wandb() -> None:
-    """Close the W&B run; an offline one says where it is and how to upload it."""
+    """Close the W&B run (W&B itself is silent) and say where it is: its link, or for an
+    offline run its folder and how to upload it."""
     wandb = sys.modules.get("wandb")
     run = wandb.run if wandb is not None else None
     if run is None:
         return
     where = Path(run.dir).parent if run.offline else None
+    url = None if run.offline else run.url
     wandb.finish()
     if where is not None:
         console.print(f"W&B offline run: {where}  (upload: wandb sync {where})")
+    elif url:
+        console.print(f"W&B run: {url}")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

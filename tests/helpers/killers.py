@@ -8,15 +8,28 @@ from lightning import Callback
 
 
 class KillAt(Callback):
-    """Sends this process `sig` (SIGTERM: a preempted job; SIGKILL: a dead node) after batch
-    `at` of epoch `epoch`."""
+    """Sends this process `sig` (SIGTERM: a preempted job; SIGKILL: a dead node; SIGINT:
+    Ctrl-C) after batch `at` of epoch `epoch`, or when a fit starts (`epoch: null`); in a
+    multirun only in job number `job` when that is set."""
 
-    def __init__(self, epoch: int, at: int, sig: str = "SIGTERM"):
-        self.epoch, self.at, self.sig = epoch, at, getattr(signal, sig)
+    def __init__(self, epoch: int | None, at: int = 0, sig: str = "SIGTERM", job=None):
+        self.epoch, self.at, self.sig, self.job = epoch, at, getattr(signal, sig), job
+
+    def _kill(self) -> None:
+        if self.job is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().job.num != self.job:
+                return
+        os.kill(os.getpid(), self.sig)
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.epoch is None:
+            self._kill()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.current_epoch == self.epoch and batch_idx == self.at:
-            os.kill(os.getpid(), self.sig)
+            self._kill()
 
 
 class PoisonAt(Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import shlex
 import sys
 import warnings
 
@@ -17,7 +18,8 @@ from rich.table import Table
 from advrec.errors import AdvrecError
 from advrec.metrics.names import METRICS
 
-console = Console(stderr=False)
+# soft wrap: a path longer than the terminal (or than 80 columns in a log file) stays one line
+console = Console(stderr=False, soft_wrap=True)
 log = logging.getLogger("advrec")
 
 
@@ -45,6 +47,13 @@ def metrics_table(metrics: dict, ks, title: str) -> Table:
     return table
 
 
+def command(drop: tuple[str, ...] = ()) -> str:
+    """This advrec-train process's command line as a user types it, less the overrides of
+    the keys in `drop` (what a resume line repeats)."""
+    args = [a for a in sys.argv[1:] if a.split("=", 1)[0].lstrip("+~") not in drop]
+    return shlex.join(["advrec-train", *args])
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse a config with `???` values before any work starts."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -66,10 +75,58 @@ NOISE = (
 )
 
 
+# Lightning's INFO lines that say nothing to an advrec user (the machine's accelerators, an
+# advert, "fit stopped: max_epochs reached"); its other lines, e.g. a resume's, stay
+NOISE_LOGS = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "Tip:",
+    "`Trainer.fit` stopped",
+    "You are using a CUDA device",
+)
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+class BriefFormatter(logging.Formatter):
+    """`HH:MM:SS message`, with the level named from WARNING up (the terminal's log lines)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            stamp, _, rest = text.partition(" ")
+            text = f"{stamp} {record.levelname}: {rest}"
+        return text
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(n in message for n in NOISE_LOGS)
+
+
 def quiet() -> None:
-    """Silence `NOISE`; the entry points call it when they start (nothing at import)."""
+    """Silence `NOISE` and `NOISE_LOGS`; the entry points call it when they start (nothing at
+    import). `hydra.verbose=true` keeps everything."""
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)
+    if _verbose():
+        return
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_noise not in logger.filters:
+            logger.addFilter(_not_noise)
+
+
+def _verbose() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and bool(HydraConfig.get().verbose)
 
 
 def user_errors(fn):

@@ -30,3 +30,12 @@ class AdvrecOptunaSweeper(Sweeper):
         except AdvrecError as e:  # a user's mistake: one line, no traceback
             print(f"advrec: error: {e}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # between trials (a trial cut off says so itself)
+            from advrec.utils.console import command
+
+            print(
+                "advrec: stopped by Ctrl-C; finished trials are kept; the same command "
+                f"resumes the sweep: {command()}",
+                file=sys.stderr,
+            )
+            sys.exit(130)

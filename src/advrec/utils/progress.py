@@ -1,0 +1,125 @@
+"""What a fit shows while it runs: a progress bar with the monitored validation metric in a
+terminal, one line per validation check (or per few refit epochs) in a log file."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from lightning import Callback
+from lightning.pytorch.callbacks import RichProgressBar
+
+
+def clock(seconds: float) -> str:
+    """0:07, 12:05, 1:02:05."""
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _monitor(trainer) -> tuple[str | None, str]:
+    """The metric the checkpoint callback selects on and its mode (max or min)."""
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None or not getattr(ckpt, "monitor", None):
+        return None, "max"
+    return ckpt.monitor, ckpt.mode
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar with the monitored validation metric and the best value so far
+    instead of the logger's version number, epochs counted from 1; narrow enough for an
+    80-column terminal (the training losses join from 120 columns on)."""
+
+    WIDE = 120
+
+    def configure_columns(self, trainer) -> list:
+        columns = super().configure_columns(trainer)
+        columns[1].bar_width = 10  # the bar itself (rich's default 40 wraps the metrics)
+        return columns[:-1]  # without the it/s column
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """`Epoch 5/60` counted from 1, as the log lines and metrics.json count."""
+        total = self.trainer.max_epochs
+        text = f"Epoch {current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
+        return f"{text:{len(self.validation_description)}}"
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        shown = super().get_metrics(trainer, pl_module)
+        shown.pop("v_num", None)
+        console = getattr(self, "_console", None)
+        if console is None or console.width < self.WIDE:
+            shown = {}
+        monitor, _ = _monitor(trainer)
+        value = trainer.callback_metrics.get(monitor) if monitor else None
+        if value is not None:
+            best = trainer.checkpoint_callback.best_model_score
+            shown = {monitor: f"{float(value):.4f}", **shown}
+            if best is not None:
+                shown = {monitor: shown[monitor], "best": f"{float(best):.4f}", **shown}
+        return shown
+
+
+class ProgressLines(Callback):
+    """One line per validation check on stdout, for runs nobody watches in a terminal
+    (batch jobs, SLURM, `> log`): model, epoch, the monitored metric, the best so far and its
+    epoch, elapsed time and the time left (at most, when early stopping may end it sooner).
+    A fit without validation (the refit, protocol=original) gets a line every
+    `check_val_every_n_epoch` epochs. The best so far is saved with checkpoints, so a resumed
+    run keeps it."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self._start = time.monotonic()
+        self._first_epoch = 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+        self._first_epoch = trainer.current_epoch
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        monitor, mode = _monitor(trainer)
+        value = trainer.callback_metrics.get(monitor) if monitor else None
+        parts = []
+        if value is not None:
+            value = float(value)
+            better = self.best is None or (
+                value > self.best if mode == "max" else value < self.best
+            )
+            if better and math.isfinite(value):
+                self.best, self.best_epoch = value, trainer.current_epoch + 1
+            parts.append(f"{monitor} {value:.4f}")
+            if self.best is not None:
+                parts.append(f"best {self.best:.4f} (epoch {self.best_epoch})")
+        self._print(trainer, pl_module, parts, done=trainer.current_epoch + 1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.limit_val_batches != 0:  # a fit that validates reports at each check
+            return
+        done = trainer.current_epoch + 1
+        every = max(1, int(trainer.check_val_every_n_epoch or 1))
+        if done % every == 0 or done == trainer.max_epochs:
+            self._print(trainer, pl_module, [], done)
+
+    def _print(self, trainer, pl_module, parts: list[str], done: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        elapsed = time.monotonic() - self._start
+        total = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
+        line = [f"[{type(pl_module).__name__}] epoch {done}" + (f"/{total}" if total else "")]
+        line += parts
+        line.append(f"elapsed {clock(elapsed)}")
+        ran = done - self._first_epoch
+        if total and ran > 0 and done < total:
+            left = elapsed / ran * (total - done)
+            bound = "<= " if trainer.early_stopping_callback is not None else ""
+            line.append(f"left {bound}{clock(left)}")
+        print("  ".join(line), flush=True)
