@@ -191,6 +191,56 @@ def test_bad_column_in_own_file(tmp_path):
     assert_clean_failure(proc, "not found", "['customer', 'sku']", "data.source.columns")
 
 
+def _own_files(tiny: Path, test: pd.DataFrame, out: Path) -> list[str]:
+    """tests.helpers.write_tiny's split as CSVs under `out` with a customer's column names:
+    every fifth training row goes to a validation file; validation and test keep the ids the
+    training file has."""
+    cols = ["customer", "sku", "stars"]
+    train = pd.read_csv(tiny / "t.train", sep=" ", header=None, names=cols)
+    is_val = train.index % 5 == 4
+    train, val = train[~is_val], train[is_val]
+    test = test.set_axis(cols, axis=1)
+    for name, df in (("train", train), ("val", val), ("test", test)):
+        known = df["customer"].isin(train["customer"]) & df["sku"].isin(train["sku"])
+        df[known].to_csv(out / f"{name}.csv", index=False)
+    return [
+        "data=split_files",
+        f"data.source.train={out / 'train.csv'}",
+        f"data.source.test={out / 'test.csv'}",
+        f"data.source.val={out / 'val.csv'}",
+        "data.source.columns.user=customer",
+        "data.source.columns.item=sku",
+        "logger=csv",
+    ]
+
+
+def test_own_train_validation_and_test_files_in_one_line(tiny, tmp_path):
+    """The README's own-split command, end to end: the validation file chooses, the test file
+    is scored, and advrec-eval finds the files again from the checkpoint."""
+    root, test = tiny
+    args = [*_own_files(root, test, tmp_path), "model=ease", "model.search={lam:[1,10,100]}"]
+    run_cli("train", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    sizes = {f: len(pd.read_csv(tmp_path / f"{f}.csv")) for f in ("train", "val", "test")}
+    assert [m["dataset"][f"n_{f}"] for f in ("train", "val", "test")] == list(sizes.values())
+    assert min(sizes.values()) > 0
+    assert len(m["selection"]) == 3 and m["refit"] == "train+validation"
+    ev = tmp_path / "eval"
+    run_cli("eval", f"ckpt_path={m['checkpoint']}", f"hydra.run.dir={ev}", cwd=tmp_path)
+    again = json.loads((ev / "metrics.json").read_text())
+    assert again["test/ndcg@10"] == m["test/ndcg@10"]
+
+    # a test user the training file never has: one line naming it, then dropped on request
+    with open(tmp_path / "test.csv", "a") as f:
+        f.write("stranger,i1,5\n")
+    proc = run_cli("train", *args, f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path, check=False)
+    assert_clean_failure(proc, "1 user id(s) (e.g. ['stranger'])", "data.source.test_only=drop")
+    drop = [*args, "data.source.test_only=drop", f"hydra.run.dir={tmp_path / 'drop'}"]
+    run_cli("train", *drop, cwd=tmp_path)
+    dropped = json.loads((tmp_path / "drop" / "metrics.json").read_text())
+    assert dropped["dataset"]["n_test"] == sizes["test"]
+
+
 def test_missing_mandatory_value(tmp_path):
     proc = run_cli(
         "train", "data=files", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False

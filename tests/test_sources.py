@@ -8,6 +8,7 @@ import pytest
 
 from advrec.data.download import Archive, fetch, safe_extract
 from advrec.data.sources import Files, MovieLens, Predefined, Synthetic
+from advrec.data.splits import make_split
 from advrec.errors import AdvrecError
 
 U_DATA = "1\t10\t5\t100\n1\t20\t3\t200\n2\t10\t4\t150\n3\t30\t1\t50\n"
@@ -87,6 +88,49 @@ def test_predefined_cfgan_format_shares_one_id_space(tmp_path):
     data = Predefined(tmp_path / "x.train", tmp_path / "x.test").load()
     assert data.n_items == 3
     assert data.folds.tolist() == [0, 2, 0]
+
+
+def _own_split(root: Path, test_rows: str) -> dict:
+    (root / "tr.csv").write_text("customer,sku,stars\na,x,5\na,y,2\nb,y,4\nc,z,5\nc,x,1\n")
+    (root / "va.csv").write_text("customer,sku,stars\nb,x,5\n")
+    (root / "te.csv").write_text("customer,sku,stars\n" + test_rows)
+    return dict(
+        train=root / "tr.csv",
+        test=root / "te.csv",
+        val=root / "va.csv",
+        format="table",
+        columns={"user": "customer", "item": "sku", "rating": "stars"},
+    )
+
+
+def test_own_train_validation_and_test_files_keep_their_roles(tmp_path):
+    data = Predefined(**_own_split(tmp_path, "a,z,4\nc,y,3\n"), test_only="error").load()
+    assert data.nnz == 8 and data.user_ids.tolist() == ["a", "b", "c"]
+    assert sorted(data.folds.tolist()) == [0] * 5 + [1] + [2] * 2
+    split = make_split(data, "predefined", val_fraction=0.1, seed=0)  # the file, not a carve
+    assert split.describe()["n_val"] == 1 and split.describe()["n_train"] == 5
+    no_val = make_split(data, "predefined", val_fraction=0.0, seed=0)  # no validation: trains
+    assert no_val.describe()["n_val"] == 0 and no_val.describe()["n_train"] == 6
+
+
+@pytest.mark.parametrize("rows", ["a,z,4\nd,x,5\n", "a,z,4\nc,w,5\n"])
+def test_ids_only_in_the_test_file_are_named_or_dropped_as_asked(tmp_path, rows):
+    with pytest.raises(
+        AdvrecError, match=r"te\.csv / va\.csv has 1 (user|item) id.*test_only=drop"
+    ):
+        Predefined(**_own_split(tmp_path, rows), test_only="error").load()
+    dropped = Predefined(**_own_split(tmp_path, rows), test_only="drop").load()
+    assert (dropped.folds == 2).sum() == 1  # a,z stays; the stranger's row is gone
+    kept = Predefined(**_own_split(tmp_path, rows), test_only="keep").load()
+    assert (kept.folds == 2).sum() == 2
+
+
+def test_a_rating_threshold_applies_before_ids_are_judged_unseen(tmp_path):
+    # x's only training rating >= 4 comes from a; with threshold 5, y is never a positive
+    kw = _own_split(tmp_path, "b,y,5\n")
+    with pytest.raises(AdvrecError, match="item id"):
+        Predefined(**kw, threshold=5, test_only="error").load()
+    assert Predefined(**kw, threshold=4, test_only="error").load().nnz > 0
 
 
 def test_synthetic_is_seeded_sparse_and_skewed():

@@ -129,7 +129,7 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
     return model
 
 
-DATA_FILE_KEYS = {"source": ("path", "train", "test"), "features": ("path",)}
+DATA_FILE_KEYS = {"source": ("path", "train", "test", "val"), "features": ("path",)}
 
 
 def portable(run_config: dict) -> dict:

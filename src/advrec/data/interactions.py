@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from advrec.errors import AdvrecError
 
 DUPLICATE_POLICIES = ("first", "last", "max", "sum", "error")
-TRAIN, TEST = 0, 2  # values of `Interactions.folds` for predefined splits
+TRAIN, VAL, TEST = 0, 1, 2  # values of `Interactions.folds` (predefined splits) and of splits
 
 
 @dataclass
@@ -20,8 +20,8 @@ class Interactions:
     """Implicit feedback as a binary CSR matrix (users x items, float32).
 
     `user_ids` / `item_ids` map row / column positions back to raw ids (strings or ints).
-    `timestamps` and `folds` (predefined splits: 0 = train, 2 = test), when present, are
-    aligned with `matrix.data` (canonical CSR order). `user_features` is indexed by row.
+    `timestamps` and `folds` (predefined splits: 0 train, 1 validation, 2 test), when present,
+    are aligned with `matrix.data` (canonical CSR order). `user_features` is indexed by row.
     """
 
     matrix: sp.csr_matrix

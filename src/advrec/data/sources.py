@@ -7,6 +7,7 @@ which they label through `Interactions.folds`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from advrec.data.download import MOVIELENS, fetch
-from advrec.data.interactions import TEST, TRAIN, Interactions
+from advrec.data.interactions import TEST, TRAIN, VAL, Interactions
 from advrec.errors import AdvrecError
 
+log = logging.getLogger(__name__)
 DATA_HINT = (
     "Set ADVREC_DATA_DIR (or paths.data_dir=...) to the folder that holds it"
     " (MovieLens sources download it there when download=true)."
@@ -188,51 +190,71 @@ class Files(Source):
 
 
 FORMATS = {
-    # name: (sep, header, column names)
+    # name: (sep, header, column names); sep None: by extension (see `read_table`)
     "cfgan": (r"\s+", False, ["user", "item", "rating"]),
     "grouplens": ("\t", False, ["user", "item", "rating", "time"]),
     "csv": (",", True, None),
+    "table": (None, True, None),  # CSV / TSV / Parquet with a header row, by extension
 }
+TEST_ONLY = ("keep", "drop", "error")
 
 
 class Predefined(Source):
-    """A fixed train/test pair (the CFGAN authors' splits, GroupLens u1.base/u1.test, CSVs).
+    """Fixed train and test files, optionally a validation file (the CFGAN authors' splits,
+    GroupLens u1.base/u1.test, your own CSVs), in one id space.
 
-    Both files share one id space; items seen only in the test file stay in the catalogue.
+    `sep` and `header` override the format's. Ids that appear in the test or validation file
+    but never in the training file follow `test_only`: `keep` them (an item only in the test
+    file stays in the catalogue, as the CFGAN splits need), `drop` those interactions, or
+    stop with an `error` that names them (`data=split_files`).
     """
 
     def __init__(
         self,
         train: str,
         test: str,
+        val: str | None = None,
         format: str = "cfgan",
         columns: dict | None = None,
+        sep: str | None = None,
+        header: bool | None = None,
         threshold: float | None = None,
         duplicates: str = "first",
         keep_filtered_ids: bool = False,
+        test_only: str = "keep",
     ):
         if format not in FORMATS:
             raise AdvrecError(f"unknown predefined format {format!r}; choose {list(FORMATS)}")
+        if test_only not in TEST_ONLY:
+            raise AdvrecError(f"data.source.test_only={test_only!r}: choose one of {TEST_ONLY}")
         self.train, self.test, self.format = Path(train), Path(test), format
+        self.val = Path(val) if val else None
         self.columns = {"user": "user", "item": "item", "rating": "rating", "time": None}
         if format == "grouplens":
             self.columns["time"] = "time"
         self.columns.update(dict(columns or {}))
+        self.sep, self.header = sep, header
         self.threshold, self.duplicates = threshold, duplicates
-        self.keep_filtered_ids = keep_filtered_ids
+        self.keep_filtered_ids, self.test_only = keep_filtered_ids, test_only
         self.name = f"{self.train.name}+{self.test.name}"
 
     def load(self) -> Interactions:
         sep, header, names = FORMATS[self.format]
+        sep = sep if self.sep is None else self.sep
+        header = header if self.header is None else self.header
+        files = [(self.train, TRAIN), (self.test, TEST)]
+        files += [(self.val, VAL)] if self.val else []
         parts = []
-        for path, fold in ((self.train, TRAIN), (self.test, TEST)):
+        for path, fold in files:
             df = read_table(path, sep=sep, header=header, names=names)
+            if not header and names is None:  # columns 0, 1, ...: mapped as "0", "1", ...
+                df.columns = [str(c) for c in df.columns]
             parts.append(df.assign(_fold=fold))
         df = pd.concat(parts, ignore_index=True)
         c = self.columns
         rating = c.get("rating") if c.get("rating") in df.columns else None
         return Interactions.from_frame(
-            df,
+            self._test_only(df, rating),
             c["user"],
             c["item"],
             rating,
@@ -242,6 +264,41 @@ class Predefined(Source):
             duplicates=self.duplicates,
             keep_filtered_ids=self.keep_filtered_ids,
             source=self.name,
+        )
+
+    def _test_only(self, df: pd.DataFrame, rating: str | None) -> pd.DataFrame:
+        """`df` after the `test_only` policy for ids the training file never has."""
+        user, item = self.columns["user"], self.columns["item"]
+        if self.test_only == "keep" or user not in df or item not in df:
+            return df  # (a missing column is named by Interactions.from_frame)
+        train = df[df["_fold"] == TRAIN]
+        if rating is not None and self.threshold is not None:
+            train = train[pd.to_numeric(train[rating], errors="coerce") >= self.threshold]
+        new_user, new_item = ~df[user].isin(train[user]), ~df[item].isin(train[item])
+        unseen = (df["_fold"] != TRAIN) & (new_user | new_item)
+        if not unseen.any():
+            return df
+        if self.test_only == "drop":
+            log.info(
+                "%s: %d test/validation interaction(s) of ids never in %s dropped",
+                self.name,
+                int(unseen.sum()),
+                self.train.name,
+            )
+            return df[~unseen]
+        users = df.loc[unseen & new_user, user].unique()
+        items = df.loc[unseen & new_item, item].unique()
+        held = f"{self.test.name}{f' / {self.val.name}' if self.val else ''}"
+        ids = [
+            f"{len(found)} {kind} id(s) (e.g. {list(found[:3])})"
+            for kind, found in (("user", users), ("item", items))
+            if len(found)
+        ]
+        raise AdvrecError(
+            f"{held} has {' and '.join(ids)} that {self.train.name} never has "
+            f"({int(unseen.sum())} interaction(s)): a model knows nothing about them. Check "
+            "that the files share ids and columns, or set data.source.test_only=drop (leave "
+            "those interactions out) or keep (score them anyway)"
         )
 
 

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from advrec.data.interactions import TEST, TRAIN, Interactions
+from advrec.data.interactions import TEST, TRAIN, VAL, Interactions
 from advrec.errors import AdvrecError
 from advrec.utils.io import write_bytes
 
 log = logging.getLogger(__name__)
-VAL = 1
 METHODS = (
     "random_holdout",
     "user_holdout",
@@ -165,7 +164,11 @@ def _compute(data, method, test_fraction, val_fraction, val_method, seed) -> np.
                 "split.method=predefined needs a source with train/test files "
                 "(data.source._target_=advrec.data.sources.Predefined)"
             )
-        folds = np.where(data.folds == TEST, TEST, TRAIN).astype(np.int8)
+        folds = np.asarray(data.folds, dtype=np.int8).copy()  # a validation file: VAL
+        if (folds == VAL).any():
+            if val_fraction == 0:  # a protocol without validation trains on that file too
+                folds[folds == VAL] = TRAIN
+            val_fraction = 0.0  # else the file is the validation split; nothing is carved
     else:
         folds = np.full(data.nnz, TRAIN, np.int8)
         folds[_holdout(method, rows, ts, test_fraction, rng)] = TEST
