@@ -30,6 +30,13 @@ from advrec.utils.progress import ProgressLines
 
 log = logging.getLogger(__name__)
 
+# `import lightning` gives its logger a stderr handler of its own; under an entry point
+# (Hydra's logging on: the terminal and the run's log file) every Lightning line would be
+# printed twice. The entry points import this module after Hydra set up logging.
+if logging.getLogger().handlers:
+    for _handler in list(logging.getLogger("lightning").handlers):
+        logging.getLogger("lightning").removeHandler(_handler)
+
 
 def model_class(cfg: DictConfig) -> type[Recommender]:
     target = cfg.model.get("_target_")
@@ -97,6 +104,7 @@ def build_datamodule(cfg: DictConfig) -> RecDataModule:
         cache_dir=cfg.paths.cache_dir,
         name=d.name,
         features=_container(d.get("features")),
+        overfit_rows=d.get("overfit_rows"),
     )
     dm.setup()
     return dm
@@ -318,6 +326,7 @@ SAFE_TARGETS = (
     "lightning.pytorch.Trainer",
     "lightning.pytorch.loggers.",
     "lightning.pytorch.callbacks.",
+    "lightning.pytorch.profilers.",
 )
 
 

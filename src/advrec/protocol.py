@@ -166,7 +166,8 @@ class Protocol:
             logger=CSVLogger(cfg.paths.output_dir, name="csv", version="refit"),
             limit_val_batches=0,
         )
-        log.info("refit on train + validation for %d epochs", res.selected_epoch)
+        n = res.selected_epoch
+        log.info("refit on train + validation for %d epoch%s", n, "s" if n != 1 else "")
         trainer.fit(model, datamodule=full)
         model.refit_on = "train+validation"
         return model

@@ -71,9 +71,12 @@ def _get(d: dict, dotted: str):
 
 def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
     """One row per run: the group keys, every test/val metric, seed, wall time, folder."""
-    rows = []
+    rows, debug = [], []
     for path in paths:
         m = _read_metrics(path)
+        if m.get("debug"):  # a debug preset's run (debug=fdr, ...) is never a result
+            debug.append(_relative(path.parent))
+            continue
         m.setdefault("label", m.get("model"))
         row = {key: str(_get(m, key)) for key in group_by}
         row.update({k: v for k, v in m.items() if isinstance(v, (int, float)) and "/" in k})
@@ -85,6 +88,10 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
             run=_relative(path.parent),
         )
         rows.append(row)
+    if debug:
+        log.warning("left out %d debug run(s) (debug=...): %s", len(debug), ", ".join(debug[:3]))
+    if not rows and debug:
+        raise AdvrecError(f"only debug runs (debug=...) under {debug[:3]}; they are no results")
     return pd.DataFrame(rows)
 
 

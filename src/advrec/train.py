@@ -94,6 +94,7 @@ def train(cfg: DictConfig) -> dict:
         "protocol": cfg.protocol.name,
         "optimistic": bool(cfg.protocol.optimistic),
         "seed": int(cfg.seed),
+        **({"debug": cfg.debug} if cfg.get("debug") else {}),  # a check, never a result
         **res.metrics(),
         "dataset": dm.describe(),
         "checkpoint": str(final),
@@ -104,6 +105,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:  # the results table comes last: nothing pushes it off screen
         write_json(out_dir / "metrics.json", metrics)
         console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
+        for profile in sorted(out_dir.glob("*-profile.txt")):  # debug=profiler
+            console.print(f"profiler report: {profile}")
         console.print(metrics_table(metrics, model.ks, _title(cfg, metrics)))
     return metrics
 
@@ -168,9 +171,10 @@ def _describe(cfg: DictConfig, model: str, closed: bool) -> str:
     epochs = cfg.trainer.get("max_epochs")
     cap = f", up to {epochs} epochs" if epochs and epochs > 0 and not closed else ""
     flag = ", optimistic" if cfg.protocol.get("optimistic") else ""
+    debug = f"DEBUG RUN (debug={cfg.debug}): " if cfg.get("debug") else ""
     return (
-        f"{model} on {cfg.data.name} ({_preset(model)}, protocol={cfg.protocol.name}{flag}, "
-        f"seed {cfg.seed}{cap})"
+        f"{debug}{model} on {cfg.data.name} ({_preset(model)}, protocol={cfg.protocol.name}"
+        f"{flag}, seed {cfg.seed}{cap})"
     )
 
 
@@ -180,10 +184,12 @@ def _title(cfg: DictConfig, metrics: dict) -> str:
     flag = ", optimistic" if metrics["optimistic"] else ""
     epochs = metrics["selected_epoch"]  # None: a closed-form fit, no epochs
     chosen = f", epoch {epochs} chosen" if metrics["selected_checkpoint"] else ""
-    ran = f"{metrics['epochs']} epochs{chosen}, " if epochs else ""
+    n = metrics["epochs"]
+    ran = f"{n} epoch{'s' if n != 1 else ''}{chosen}, " if epochs else ""
     refit = f"refit on {metrics['refit']}, " if metrics["refit"] else ""
+    debug = f"DEBUG RUN (debug={metrics['debug']}), not a result: " if "debug" in metrics else ""
     return (
-        f"{metrics['model']} on {metrics['data']} ({preset}, {ran}{refit}"
+        f"{debug}{metrics['model']} on {metrics['data']} ({preset}, {ran}{refit}"
         f"protocol={metrics['protocol']}{flag})"
     )
 

@@ -76,6 +76,7 @@ class RecDataModule(LightningDataModule):
         cache_dir: str | None = None,
         name: str = "data",
         features: dict | None = None,
+        overfit_rows: int | None = None,
     ):
         super().__init__()
         if eval_users not in ("with_targets", "all"):
@@ -87,6 +88,9 @@ class RecDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.eval_users, self.num_workers = eval_users, num_workers
         self.seed, self.cache_dir, self.name = seed, cache_dir, name
+        if overfit_rows is not None and int(overfit_rows) < 1:
+            raise AdvrecError(f"data.overfit_rows={overfit_rows}: give a count >= 1, or null")
+        self.overfit_rows = overfit_rows  # debug=overfit: train on this many rows only
         self.split: Split | None = None
         self.refit = False  # True: validation folded into training (with_validation_in_train)
         self._items_by_users: sp.csr_matrix | None = None
@@ -256,11 +260,14 @@ class RecDataModule(LightningDataModule):
         return self._items_by_users
 
     def train_rows(self, rows: str = "users") -> np.ndarray:
-        """The rows trained on: every row, except users the split holds out whole."""
+        """The rows trained on: every row, except users the split holds out whole (and only
+        the first `overfit_rows` of them under debug=overfit)."""
         n = self.fit_rows_matrix(rows).shape[0]
         if rows == "items":
-            return np.arange(n)
-        return np.setdiff1d(np.arange(n), self.split.held_out_users(refit=self.refit))
+            out = np.arange(n)
+        else:
+            out = np.setdiff1d(np.arange(n), self.split.held_out_users(refit=self.refit))
+        return out[: self.overfit_rows] if self.overfit_rows else out
 
     def fit_data(self, plan: Plan | None = None) -> FitData:
         """What a model is handed when its fit starts."""

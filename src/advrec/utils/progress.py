@@ -62,16 +62,21 @@ class ProgressBar(RichProgressBar):
 class ProgressLines(Callback):
     """One line per validation check on stdout, for runs nobody watches in a terminal
     (batch jobs, SLURM, `> log`): model, epoch, the monitored metric, the best so far and its
-    epoch, elapsed time and the time left (at most, when early stopping may end it sooner).
-    A fit without validation (the refit, protocol=original) gets a line every
-    `check_val_every_n_epoch` epochs. The best so far is saved with checkpoints, so a resumed
-    run keeps it."""
+    epoch, the epoch's training losses, elapsed time and the time left (at most, when early
+    stopping may end the fit sooner). A fit without validation (the refit, protocol=original)
+    gets a line every `check_val_every_n_epoch` epochs. The best so far is saved with
+    checkpoints, so a resumed run keeps it.
+
+    An epoch's line is printed when the next epoch starts (or training ends): models log
+    their epoch losses in their own `on_train_epoch_end`, which Lightning calls after this
+    callback's. A check within an epoch (protocol.check_every=pass) prints at once."""
 
     def __init__(self) -> None:
         self.best: float | None = None
         self.best_epoch: int | None = None
         self._start = time.monotonic()
         self._first_epoch = 0
+        self._pending: tuple[list[str], int] | None = None
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
@@ -91,15 +96,16 @@ class ProgressLines(Callback):
         parts = []
         if value is not None:
             value = float(value)
-            better = self.best is None or (
-                value > self.best if mode == "max" else value < self.best
-            )
+            gain = value - self.best if self.best is not None else math.inf
+            better = gain > 0 if mode == "max" else gain < 0 or self.best is None
             if better and math.isfinite(value):
                 self.best, self.best_epoch = value, trainer.current_epoch + 1
             parts.append(f"{monitor} {value:.4f}")
             if self.best is not None:
                 parts.append(f"best {self.best:.4f} (epoch {self.best_epoch})")
-        self._print(trainer, pl_module, parts, done=trainer.current_epoch + 1)
+        self._pending = (parts, trainer.current_epoch + 1)
+        if not trainer.is_last_batch:  # a check within the epoch: its losses are not in yet
+            self._flush(trainer, pl_module, losses=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.limit_val_batches != 0:  # a fit that validates reports at each check
@@ -107,15 +113,30 @@ class ProgressLines(Callback):
         done = trainer.current_epoch + 1
         every = max(1, int(trainer.check_val_every_n_epoch or 1))
         if done % every == 0 or done == trainer.max_epochs:
-            self._print(trainer, pl_module, [], done)
+            self._pending = ([], done)
 
-    def _print(self, trainer, pl_module, parts: list[str], done: int) -> None:
-        if not trainer.is_global_zero:
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._flush(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(trainer, pl_module)
+
+    def _flush(self, trainer, pl_module, losses: bool = True) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None or not trainer.is_global_zero:
             return
+        parts, done = pending
         elapsed = time.monotonic() - self._start
         total = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
         line = [f"[{type(pl_module).__name__}] epoch {done}" + (f"/{total}" if total else "")]
         line += parts
+        logged = trainer.callback_metrics.items() if losses else ()
+        shown = {  # the epoch's training losses, as logged (train/g_loss -> g_loss)
+            k.split("/", 1)[1]: float(v)
+            for k, v in logged
+            if k.startswith("train/") and k.endswith("loss")
+        }
+        line += [f"{k} {v:.4g}" for k, v in sorted(shown.items())]
         line.append(f"elapsed {clock(elapsed)}")
         ran = done - self._first_epoch
         if total and ran > 0 and done < total:
