@@ -11,11 +11,13 @@ import select
 import subprocess
 import sys
 
+import pandas as pd
+
 from tests.helpers import data_args, run_cli
 
 LINE = re.compile(
     r"^\[BPR\] epoch (\d+)/3  val/ndcg@10 (0\.\d{4})  best (0\.\d{4}) \(epoch (\d+)\)  "
-    r"elapsed \d+:\d\d(  left <= \d+:\d\d)?$"
+    r"loss (\d\.\d+)  elapsed \d+:\d\d(  left <= \d+:\d\d)?$"
 )
 BPR = ["model=bpr", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1"]
 
@@ -43,6 +45,9 @@ def test_a_run_in_a_log_file_says_what_happens_and_ends_with_the_table(tiny, tmp
     scores = [float(x.group(2)) for x in lines]
     assert [float(x.group(3)) for x in lines] == [max(scores[: i + 1]) for i in range(3)]
     assert int(lines[-1].group(4)) == m["selected_epoch"]
+    logged = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+    for x, (_, row) in zip(lines, logged.iterrows(), strict=True):  # each epoch's own loss
+        assert abs(float(x.group(5)) - row["train/loss"]) < 5e-4 * max(1, row["train/loss"])
     assert abs(max(scores) - m["val/ndcg@10"]) < 1e-4  # the chosen epoch's score
     # the refit reports its epochs; no progress bar and no config tree in a file
     assert any(line.startswith(f"[BPR] epoch {m['selected_epoch']}/") for line in out[-20:])

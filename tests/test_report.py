@@ -254,3 +254,25 @@ def test_every_group_gets_its_own_style_and_the_shared_keys_go_to_the_title():
     labels, common = legend_labels(runs, ["label", "data", "protocol"])
     assert labels == {("A", "d", "validated"): "A (n=2)", ("B", "d", "validated"): "B (n=1)"}
     assert common == "d, validated"
+
+
+def test_averaged_gan_curves_count_the_runs_behind_each_epoch(tmp_path):
+    from advrec.report import gan_curves
+
+    for name, epochs in (("a", 4), ("b", 2)):  # b stopped early
+        (tmp_path / name / "csv").mkdir(parents=True)
+        pd.DataFrame(
+            {
+                "epoch": range(epochs),
+                "train/d_loss": [1.0 + e for e in range(epochs)],
+                "train/D_real": 0.6,
+                "train/D_fake": 0.4,
+            }
+        ).to_csv(tmp_path / name / "csv" / "metrics.csv", index=False)
+    runs = pd.DataFrame(
+        {"label": ["IRGAN", "IRGAN"], "run": [str(tmp_path / "a"), str(tmp_path / "b")]}
+    )
+    curves, counts = gan_curves(runs, ["label"])
+    assert counts["IRGAN"].tolist() == [2, 2, 1, 1]
+    assert curves["IRGAN"]["train/d_loss"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert curves["IRGAN"]["train/D_real"].tolist() == [0.6] * 4

@@ -302,15 +302,25 @@ def training_curves(run_dir: Path) -> pd.DataFrame | None:
     return curves.loc[curves.index <= trained.max()]  # not the re-validation after the fit
 
 
-def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) -> bool:
-    """Losses, D(real) / D(fake) and validation NDCG@10 per epoch for the GAN runs."""
-    plt = _pyplot()
-
-    curves = {}
+def gan_curves(runs: pd.DataFrame, group_by: Sequence[str]) -> tuple[dict, dict]:
+    """Per group of GAN runs: the per-epoch mean of their logged curves, and how many runs
+    are behind each epoch's mean (runs stopped early drop out)."""
+    curves, counts = {}, {}
     for key, g in runs.groupby(list(group_by), sort=False):
         frames = [c for c in (training_curves(Path(r)) for r in g["run"]) if c is not None]
         if frames:
-            curves[_label(key)] = pd.concat(frames).groupby(level=0).mean()
+            stacked = pd.concat(frames).groupby(level=0)
+            curves[_label(key)] = stacked.mean()
+            counts[_label(key)] = stacked["train/d_loss"].count()
+    return curves, counts
+
+
+def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) -> bool:
+    """Losses, D(real) / D(fake) and validation NDCG@10 per epoch for the GAN runs, each
+    panel titled with the number of runs averaged (and a count line where it changes)."""
+    plt = _pyplot()
+
+    curves, counts = gan_curves(runs, group_by)
     if not curves:
         return False
     from matplotlib.ticker import MaxNLocator
@@ -329,8 +339,16 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
         if "val/ndcg@10" in c:
             val = c["val/ndcg@10"].dropna()
             row[2].plot(val.index, val, "o-", color="C2", markersize=3, label="NDCG@10")
+        n = counts[name]
+        if n.nunique() > 1:  # runs stopped early: say how many are averaged where
+            twin = row[2].twinx()
+            twin.step(n.index, n, where="mid", color="0.55", linewidth=1)
+            twin.set_ylabel("runs averaged", color="0.45")
+            twin.set_ylim(0, n.max() + 0.5)
+            twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+        runs_note = f"{n.max()} runs" if n.nunique() == 1 else f"{n.min()}-{n.max()} runs"
         for ax, title, ylabel in zip(row, titles, ylabels, strict=True):
-            ax.set_title(f"{name}: {title}", fontsize=10)
+            ax.set_title(f"{name}: {title} (mean of {runs_note})", fontsize=10)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)

@@ -167,7 +167,12 @@ class IRGAN(GANRecommender):
             + bce(ln, torch.zeros_like(ln), reduction="sum")
             + h.d_batch * h.reg_d * (d.l2(u, pos) + d.l2(u, neg))
         )
-        return loss, {"d_loss": loss.detach() / len(at)}  # logged per example
+        stats = {  # D's mean probability on observed pairs and on G's samples
+            "d_loss": loss.detach() / len(at),  # per example
+            "D_real": torch.sigmoid(lp.detach()).mean(),
+            "D_fake": torch.sigmoid(ln.detach()).mean(),
+        }
+        return loss, stats
 
     # -- G -----------------------------------------------------------------------------------
     def g_loss(self, batch: dict):
