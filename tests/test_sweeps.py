@@ -255,3 +255,39 @@ def test_ctrl_c_in_a_trial_names_the_command_that_resumes_the_sweep(tmp_path):
     assert line.endswith(shlex.join(["advrec-train", *args]))
     assert (sweep / "0_local" / "metrics.json").is_file()
     assert not (sweep / "1_local" / "metrics.json").exists()
+
+
+def test_a_multi_objective_search_writes_its_pareto_set(tmp_path):
+    """NDCG@10 against coverage@10: every trial on the written Pareto set is beaten by no
+    other trial on both, and every trial off it is."""
+    import json
+
+    import pandas as pd
+
+    sweep = tmp_path / "sweep"
+    args = [a for a in _sweep_cmd(sweep)[3:] if "n_trials" not in a and "n_startup" not in a]
+    proc = run_cli(
+        "train",
+        *args,
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=6",
+        "model.lam=tag(log, interval(0.01, 100000))",  # wide: NDCG and coverage pull apart
+        "hydra.sweeper.objectives=[val/ndcg@10,val/coverage@10]",
+        cwd=tmp_path,
+    )
+    assert "Pareto trial(s)" in proc.stdout + proc.stderr
+    values = {}
+    for path in sweep.glob("*_local/metrics.json"):
+        m = json.loads(path.read_text())
+        values[int(path.parent.name.split("_")[0])] = (m["val/ndcg@10"], m["val/coverage@10"])
+    assert len(values) == 6
+
+    def beaten(a):
+        return any(b[0] >= a[0] and b[1] >= a[1] and b != a for b in values.values())
+
+    front = pd.read_csv(sweep / "pareto.csv")
+    assert sorted(front["trial"]) == sorted(t for t, v in values.items() if not beaten(v))
+    row = front.iloc[0]
+    assert (row["val/ndcg@10"], row["val/coverage@10"]) == values[int(row["trial"])]
+    best = json.loads((sweep / "optuna_best.json").read_text())
+    assert best["objectives"] == ["val/ndcg@10", "val/coverage@10"] and best["pareto"]

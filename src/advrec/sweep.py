@@ -186,11 +186,12 @@ class OptunaSearch:
         sampler: dict | None = None,
         n_trials: int = 50,
         n_jobs: int = 1,
-        direction: str = "maximize",
+        direction: str | Sequence[str] = "maximize",
         storage: str | None = None,
         study_name: str = "advrec",
         max_failure_rate: float = 0.0,
         max_retries: int = 1,
+        objectives: Sequence[str] | None = None,
     ):
         self.params = {str(k): "null" if v is None else str(v) for k, v in (params or {}).items()}
         if isinstance(sampler, DictConfig):
@@ -200,6 +201,10 @@ class OptunaSearch:
         self.direction, self.storage = direction, storage
         self.study_name, self.max_failure_rate = study_name, max_failure_rate
         self.max_retries = max_retries
+        # several metrics of each trial's metrics.json (a multi-objective search), else the
+        # value the task returns (protocol.monitor)
+        self.objectives = [str(o) for o in objectives] if objectives else None
+        self.directions = _directions(direction, len(self.objectives or [None]))
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -221,12 +226,22 @@ class OptunaSearch:
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(where),
-            direction=self.direction,
+            directions=self.directions,
             load_if_exists=True,
         )
+        if len(study.directions) != len(self.directions):
+            raise AdvrecError(
+                f"study {self.study_name!r} has {len(study.directions)} objective(s), this sweep "
+                f"{len(self.directions)}; start another study (hydra.sweeper.study_name=...)"
+            )
         _check_same_sweep(study, arguments)
         queued, given_up = reclaim_interrupted(study, self.max_retries)
         study.sampler = make_sampler(self.sampler, space, len(study.trials))
+        if len(self.directions) > 1 and "CmaEs" in type(study.sampler).__name__:
+            raise AdvrecError(
+                "CMA-ES optimises one objective; a multi-objective search needs "
+                "hydra/sweeper/sampler=tpe, random, grid or qmc"
+            )
         budget = self.n_trials
         if isinstance(study.sampler, optuna.samplers.GridSampler):
             budget = min(budget, math.prod(len(v) for v in grid_of(space).values()))
@@ -258,6 +273,9 @@ class OptunaSearch:
 
         try:
             value = ret.return_value  # re-raises the job's exception
+            if self.objectives:
+                study.tell(trial, self._objective_values(ret))
+                return
             if value is None:
                 raise AdvrecError(
                     "the task returned no objective: set protocol.monitor (e.g. "
@@ -271,6 +289,20 @@ class OptunaSearch:
             log.warning("trial %d failed: %s", trial.number, e)
             study.tell(trial, state=TrialState.FAIL)
 
+    def _objective_values(self, ret) -> list[float]:
+        """The trial's `objectives`, read from the metrics.json it wrote."""
+        import json
+
+        path = Path(ret.hydra_cfg.hydra.runtime.output_dir) / "metrics.json"
+        metrics = json.loads(path.read_text())
+        missing = [k for k in self.objectives if k not in metrics]
+        if missing:
+            known = sorted(k for k in metrics if k.startswith("val/"))
+            raise AdvrecError(
+                f"hydra.sweeper.objectives {missing} are not in {path}; a trial writes {known}"
+            )
+        return [float(metrics[k]) for k in self.objectives]
+
     def _check_failures(self, study) -> None:
         from optuna.trial import TrialState
 
@@ -283,6 +315,8 @@ class OptunaSearch:
             )
 
     def _summarise(self, study) -> dict:
+        if self.objectives:
+            return self._summarise_pareto(study)
         best = study.best_trial
         summary = {
             "study": self.study_name,
@@ -300,3 +334,44 @@ class OptunaSearch:
         OmegaConf.save(OmegaConf.create(best.params), self.sweep_dir / "optuna_best.yaml")
         log.info("best trial %d: %s = %.4f", best.number, best.params, best.value)
         return summary
+
+    def _summarise_pareto(self, study) -> dict:
+        """A multi-objective search has no single best trial: its Pareto set (trials no other
+        trial beats on every objective) goes to optuna_best.json and pareto.csv."""
+        import pandas as pd
+
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        rows = [
+            {"trial": t.number, **dict(zip(self.objectives, t.values, strict=True)), **t.params}
+            for t in front
+        ]
+        summary = {
+            "study": self.study_name,
+            "objectives": self.objectives,
+            "directions": self.directions,
+            "n_trials": spent(study),
+            "pareto": rows,
+            "trials": [
+                {"number": t.number, "state": t.state.name, "values": t.values, "params": t.params}
+                for t in study.trials
+            ],
+        }
+        write_json(self.sweep_dir / "optuna_best.json", summary)
+        pd.DataFrame(rows).to_csv(self.sweep_dir / "pareto.csv", index=False)
+        for row in rows:
+            log.info("Pareto trial %s", row)
+        log.info("%d Pareto trial(s): %s", len(rows), self.sweep_dir / "pareto.csv")
+        return summary
+
+
+def _directions(direction: str | Sequence[str], n: int) -> list[str]:
+    """One direction per objective: a single one applies to all."""
+    if isinstance(direction, str):
+        return [direction] * n
+    out = [str(d) for d in direction]
+    if len(out) != n:
+        raise AdvrecError(
+            f"hydra.sweeper.direction has {len(out)} entries for {n} objective(s); give one "
+            "per objective or a single one for all"
+        )
+    return out
