@@ -33,9 +33,11 @@ class ProgressBar(RichProgressBar):
     WIDE = 120
 
     def configure_columns(self, trainer) -> list:
-        columns = super().configure_columns(trainer)
-        columns[1].bar_width = 10  # the bar itself (rich's default 40 wraps the metrics)
-        return columns[:-1]  # without the it/s column
+        from rich.progress import TimeRemainingColumn
+
+        description, bar, batches, _, _ = super().configure_columns(trainer)
+        bar.bar_width = 10  # rich's default 40 (and elapsed time, it/s) wrap the metrics
+        return [description, bar, batches, TimeRemainingColumn()]
 
     def _get_train_description(self, current_epoch: int) -> str:
         """`Epoch 5/60` counted from 1, as the log lines and metrics.json count."""
