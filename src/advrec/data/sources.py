@@ -290,7 +290,7 @@ class Predefined(Source):
         items = df.loc[unseen & new_item, item].unique()
         held = f"{self.test.name}{f' / {self.val.name}' if self.val else ''}"
         ids = [
-            f"{len(found)} {kind} id(s) (e.g. {list(found[:3])})"
+            f"{len(found)} {kind} id(s) (e.g. {found[:3].tolist()})"
             for kind, found in (("user", users), ("item", items))
             if len(found)
         ]
