@@ -273,6 +273,6 @@ def test_averaged_gan_curves_count_the_runs_behind_each_epoch(tmp_path):
         {"label": ["IRGAN", "IRGAN"], "run": [str(tmp_path / "a"), str(tmp_path / "b")]}
     )
     curves, counts = gan_curves(runs, ["label"])
-    assert counts["IRGAN"].tolist() == [2, 2, 1, 1]
+    assert counts["IRGAN"].tolist() == [2, 2, 1, 1] and counts["IRGAN"].index[0] == 1
     assert curves["IRGAN"]["train/d_loss"].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert curves["IRGAN"]["train/D_real"].tolist() == [0.6] * 4

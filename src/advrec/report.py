@@ -299,7 +299,9 @@ def training_curves(run_dir: Path) -> pd.DataFrame | None:
     keep = [c for c in log_df.columns if c.startswith(("train/", "val/ndcg"))]
     curves = log_df.groupby("epoch")[keep].first()
     trained = curves["train/d_loss"].dropna().index
-    return curves.loc[curves.index <= trained.max()]  # not the re-validation after the fit
+    curves = curves.loc[curves.index <= trained.max()]  # not the re-validation after the fit
+    curves.index = curves.index + 1  # epochs counted from 1, as metrics.json and the console
+    return curves
 
 
 def gan_curves(runs: pd.DataFrame, group_by: Sequence[str]) -> tuple[dict, dict]:
