@@ -25,7 +25,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from advrec.errors import AdvrecError
-from advrec.utils.io import write_json
+from advrec.utils.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of trials a dead sweep left running
@@ -357,7 +357,7 @@ class OptunaSearch:
             ],
         }
         write_json(self.sweep_dir / "optuna_best.json", summary)
-        pd.DataFrame(rows).to_csv(self.sweep_dir / "pareto.csv", index=False)
+        write_csv(self.sweep_dir / "pareto.csv", pd.DataFrame(rows))
         for row in rows:
             log.info("Pareto trial %s", row)
         log.info("%d Pareto trial(s): %s", len(rows), self.sweep_dir / "pareto.csv")
