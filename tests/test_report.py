@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from advrec.errors import AdvrecError
 from advrec.report import find_runs, load_runs, summary_table, to_markdown
 from tests.helpers import REPO, run_cli
 
@@ -203,6 +204,9 @@ def test_a_pretraining_is_a_row_of_its_own_and_a_corrupt_file_one_line(tmp_path)
     table = make_report([str(tmp_path / "runs")], tmp_path / "out").set_index("label")
     assert table.loc["IRGAN pre-training (BPR)", "data"] == "d"
     assert table.loc["IRGAN pre-training (BPR)", "test/ndcg@20_mean"] == 0.4
+    (run / "metrics.json").write_text(json.dumps({**main, "debug": "fdr"}))  # nor its pre-training
+    with pytest.raises(AdvrecError, match="only debug runs"):
+        make_report([str(tmp_path / "runs")], tmp_path / "debug")
     (run / "metrics.json").write_text("{truncated")
     proc = run_cli(
         "report", f"runs={tmp_path / 'runs'}", f"out={tmp_path / 'o2'}", cwd=tmp_path, check=False

@@ -124,13 +124,15 @@ def collect(patterns: Sequence[str], group_by: Sequence[str]) -> pd.DataFrame:
 
 def _read_metrics(path: Path) -> dict:
     """A run's metrics.json; a pre-training's (<run>/pretrain/metrics.json) takes its run's
-    data, protocol, seed and label (+ " pre-training"), so it becomes a row of its own."""
+    data, protocol, seed, debug mark and label (+ " pre-training"), so it becomes a row of its
+    own (and a debug run's pre-training is no result either)."""
     m = _load_json(path)
     parent = path.parent.parent / "metrics.json"
     if path.parent.name == "pretrain" and parent.is_file():
         run = _load_json(parent)
         label = run.get("label") or run.get("model")
-        m = {**{k: run.get(k) for k in ("data", "protocol", "optimistic", "seed")}, **m}
+        inherited = ("data", "protocol", "optimistic", "seed", "debug")
+        m = {**{k: run.get(k) for k in inherited}, **m}
         m["label"] = f"{label} pre-training ({m.get('model')})"
     return m
 
