@@ -24,6 +24,7 @@ from __future__ import annotations
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from advrec.data.batches import ROWS, FitData, Phase, dense_rows
 from advrec.errors import AdvrecError
@@ -37,7 +38,133 @@ CONDITIONS = ("history", "history+features", "features")
 ZR, PM = 0, 1  # hash salts of the two negative samples
 
 
-class CFGAN(GANRecommender):
+class ConditionalGAN(GANRecommender):
+    """CFGAN's adversarial half, shared by the generators that map a row's vector c to a
+    preference vector: the conditional discriminator D([c ; v]) (`d_hidden`, `d_act`), the
+    masks of the scheme (ZR, PM, ZP, resampled every epoch) and D's loss. A subclass builds
+    `self.generator` and writes `g_loss`; `condition_of` is the row's vector unless the
+    subclass conditions on more. Hyper-parameters read here: scheme, s_zr, s_pm, negatives,
+    reg_d, d_steps, g_steps, batch_size_d, batch_size_g, collapse_k, lr_g, lr_d."""
+
+    rows = "users"
+    adversarial = True  # False: no D passes (a subclass's non-adversarial ablation)
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: nn.Module,
+        rows: str,
+        scheme: str,
+        negatives: str,
+        cond_dim: int,
+        d_hidden: tuple,
+        d_act: str,
+        seed: int,
+        mask_cache_entries: int,
+        ks: tuple,
+    ):
+        super().__init__(n_users, n_items, ks)
+        for name, value, choices in (
+            ("scheme", scheme, SCHEMES),
+            ("rows", rows, ROWS),
+            ("negatives", negatives, NEGATIVES),
+        ):
+            if value not in choices:
+                raise AdvrecError(f"model.{name}={value!r}: choose one of {choices}")
+        self.rows = rows
+        self.generator = generator  # built by the subclass first: its initialisation draws
+        self.discriminator = mlp([cond_dim + self.row_length, *d_hidden, 1], d_act, "none")
+        self.negatives = HashedNegatives(seed, mask_cache_entries)
+        self._fit: FitData | None = None
+
+    @property
+    def row_length(self) -> int:
+        """Length of one training row's vector (items for user rows, users for item rows)."""
+        return self.n_items if self.rows == "users" else self.n_users
+
+    def phases(self) -> tuple[Phase, ...]:
+        h = self.hparams
+        d_passes = h.d_steps if self.adversarial else 0
+        return (Phase("D", h.batch_size_d, d_passes), Phase("G", h.batch_size_g, h.g_steps))
+
+    def condition_of(self, x: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """c for rows `x` (dense vectors) and their encoded `features`: here the vector."""
+        return x
+
+    def generate(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.generator(cond)
+
+    # -- N^PM and N^ZR ---------------------------------------------------------------------------
+    def prepare_fit(self, data: FitData) -> None:
+        self._fit = data
+        self.negatives.use(data.rows)
+
+    def _sample(self, ids: torch.Tensor, x: torch.Tensor, which: int) -> torch.Tensor:
+        """N^PM or N^ZR of rows `ids` this epoch, as 0/1 (one shared salt: nested samples)."""
+        h = self.hparams
+        salt = ZR if h.negatives == "shared" else which
+        percent = h.s_pm if which == PM else h.s_zr
+        return self.negatives(ids, x, percent, salt, self.current_epoch).to(x.dtype)
+
+    def fake_mask(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """e (+ k under PM/ZP): the entries of G's output that D gets to see."""
+        return x if self.hparams.scheme == "ZR" else x + self._sample(ids, x, PM)
+
+    def zr_mask(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        """Indicator of N^ZR (None under PM)."""
+        return None if self.hparams.scheme == "PM" else self._sample(ids, x, ZR)
+
+    # -- the adversarial losses ------------------------------------------------------------------
+    def d_loss(self, batch: dict):
+        x = batch["x"]
+        cond = self.condition_of(x, batch.get("features"))
+        with torch.no_grad():
+            fake = self.generate(cond) * self.fake_mask(batch["ids"], x)
+        d_real = self.discriminator(torch.cat([cond, x], 1))
+        d_fake = self.discriminator(torch.cat([cond, fake], 1))
+        loss = (
+            F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            + self.hparams.reg_d * l2(self.discriminator)
+        )
+        return loss, {
+            "D_real": torch.sigmoid(d_real).mean(),
+            "D_fake": torch.sigmoid(d_fake).mean(),
+        }
+
+    def fool(self, cond: torch.Tensor, masked_fake: torch.Tensor) -> torch.Tensor:
+        """G's adversarial term: -log D([c ; masked G(c)])."""
+        d_fake = self.discriminator(torch.cat([cond, masked_fake], 1))
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_rows(self, max_rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, dense vectors, G's output in eval mode) of up to `max_rows` evenly spaced
+        training rows."""
+        m = self._fit.rows
+        feats = self._fit.user_features if self.uses_features else None
+        ids = torch.linspace(0, m.shape[0] - 1, min(max_rows, m.shape[0])).long()
+        x = dense_rows(m, ids.numpy()).to(self.device)
+        cond = self.condition_of(x, None if feats is None else feats[ids].to(self.device))
+        was_training = self.training
+        self.eval()
+        out = self.generate(cond)
+        self.train(was_training)
+        return ids, x, out
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """`topk_in_condition`: the share of G's top-`collapse_k` entries that the row's vector
+        already holds. Near 1, G reproduces its input (the identity collapse ECIR 2022 warns
+        about) and recommends nothing new."""
+        _, x, out = self.sample_rows()
+        top = out.topk(min(self.hparams.collapse_k, x.shape[1]), dim=1).indices
+        return {"topk_in_condition": x.gather(1, top).gt(0).float().mean()}
+
+
+class CFGAN(ConditionalGAN):
     """CFGAN; see the module docstring for the method."""
 
     data_facts = ("n_features",)
@@ -75,15 +202,8 @@ class CFGAN(GANRecommender):
         seed: int = 0,
         ks: tuple = (5, 10, 20),
     ):
-        super().__init__(n_users, n_items, ks)
-        for name, value, choices in (
-            ("scheme", scheme, SCHEMES),
-            ("rows", rows, ROWS),
-            ("negatives", negatives, NEGATIVES),
-            ("condition", condition, CONDITIONS),
-        ):
-            if value not in choices:
-                raise AdvrecError(f"model.{name}={value!r}: choose one of {choices}")
+        if condition not in CONDITIONS:
+            raise AdvrecError(f"model.condition={condition!r}: choose one of {CONDITIONS}")
         if condition != "history" and rows != "users":
             raise AdvrecError(f"model.condition={condition} conditions users: set model.rows=users")
         if condition != "history" and n_features == 0:
@@ -92,21 +212,27 @@ class CFGAN(GANRecommender):
                 "configured: set data.features.categorical / numeric (and data.features.path "
                 "for a CSV keyed by user id)"
             )
-        self.save_hyperparameters()
-        self.rows = rows
-        self.uses_features = condition != "history"
         n = n_items if rows == "users" else n_users  # length of one row vector
         c = {"history": n, "history+features": n + n_features, "features": n_features}[condition]
-        self.generator = mlp([c + noise_dim, *g_hidden, n], g_act, g_out_act)
-        self.discriminator = mlp([c + n, *d_hidden, 1], d_act, "none")
-        self.negatives = HashedNegatives(seed, mask_cache_entries)
-        self._fit: FitData | None = None
+        generator = mlp([c + noise_dim, *g_hidden, n], g_act, g_out_act)
+        super().__init__(
+            n_users,
+            n_items,
+            generator,
+            rows,
+            scheme,
+            negatives,
+            c,
+            d_hidden,
+            d_act,
+            seed,
+            mask_cache_entries,
+            ks,
+        )
+        self.save_hyperparameters()
+        self.uses_features = condition != "history"
+        self.adversarial = adversarial
         self._all_scores: torch.Tensor | None = None
-
-    def phases(self) -> tuple[Phase, ...]:
-        h = self.hparams
-        d_passes = h.d_steps if h.adversarial else 0
-        return (Phase("D", h.batch_size_d, d_passes), Phase("G", h.batch_size_g, h.g_steps))
 
     def condition_of(self, x: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """c for rows `x` (dense vectors) and their encoded `features`."""
@@ -125,71 +251,18 @@ class CFGAN(GANRecommender):
             cond = torch.cat([cond, noise], 1)
         return self.generator(cond)
 
-    # -- N^PM and N^ZR ---------------------------------------------------------------------------
-    def prepare_fit(self, data: FitData) -> None:
-        self._fit = data
-        self.negatives.use(data.rows)
-
-    def _sample(self, ids: torch.Tensor, x: torch.Tensor, which: int) -> torch.Tensor:
-        """N^PM or N^ZR of rows `ids` this epoch, as 0/1 (one shared salt: nested samples)."""
-        h = self.hparams
-        salt = ZR if h.negatives == "shared" else which
-        percent = h.s_pm if which == PM else h.s_zr
-        return self.negatives(ids, x, percent, salt, self.current_epoch).to(x.dtype)
-
-    def fake_mask(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """e (+ k under PM/ZP): the entries of G's output that D gets to see."""
-        return x if self.hparams.scheme == "ZR" else x + self._sample(ids, x, PM)
-
-    def zr_mask(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-        """Indicator of N^ZR (None under PM)."""
-        return None if self.hparams.scheme == "PM" else self._sample(ids, x, ZR)
-
-    # -- the two losses --------------------------------------------------------------------------
-    def d_loss(self, batch: dict):
-        x = batch["x"]
-        cond = self.condition_of(x, batch.get("features"))
-        with torch.no_grad():
-            fake = self.generate(cond) * self.fake_mask(batch["ids"], x)
-        d_real = self.discriminator(torch.cat([cond, x], 1))
-        d_fake = self.discriminator(torch.cat([cond, fake], 1))
-        loss = (
-            F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            + self.hparams.reg_d * l2(self.discriminator)
-        )
-        return loss, {
-            "D_real": torch.sigmoid(d_real).mean(),
-            "D_fake": torch.sigmoid(d_fake).mean(),
-        }
-
+    # -- G's loss -------------------------------------------------------------------------------
     def g_loss(self, batch: dict):
         h, x, ids = self.hparams, batch["x"], batch["ids"]
         cond = self.condition_of(x, batch.get("features"))
         fake_mask, zr_mask = self.fake_mask(ids, x), self.zr_mask(ids, x)
         g = self.generate(cond)
         zr = (g.pow(2) * zr_mask).sum(1).mean() if zr_mask is not None else g.new_zeros(())
-        if h.adversarial:
-            d_fake = self.discriminator(torch.cat([cond, g * fake_mask], 1))
-            fit = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+        if self.adversarial:
+            fit = self.fool(cond, g * fake_mask)
         else:  # ablation: G alone learns to reproduce the masked entries (1 on e, 0 on k)
             fit = ((g - x).pow(2) * fake_mask).sum(1).mean()
         return fit + h.reg_g * l2(self.generator) + h.alpha * zr, {"zr_penalty": zr}
-
-    @torch.no_grad()
-    def diagnostics(self, max_rows: int = 4096) -> dict[str, torch.Tensor]:
-        """`topk_in_condition`: the share of G's top-`collapse_k` entries that the condition
-        already holds, on up to `max_rows` evenly spaced training rows. Near 1, G reproduces
-        its input (the identity collapse ECIR 2022 warns about) and recommends nothing new."""
-        m, feats = self._fit.rows, self._fit.user_features if self.uses_features else None
-        ids = torch.linspace(0, m.shape[0] - 1, min(max_rows, m.shape[0])).long()
-        x = dense_rows(m, ids.numpy()).to(self.device)
-        cond = self.condition_of(x, None if feats is None else feats[ids].to(self.device))
-        was_training = self.training
-        self.eval()
-        top = self.generate(cond).topk(min(self.hparams.collapse_k, x.shape[1]), dim=1).indices
-        self.train(was_training)
-        return {"topk_in_condition": x.gather(1, top).gt(0).float().mean()}
 
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -8,6 +8,17 @@ import torch
 from advrec.models.base import ClosedForm
 
 
+def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
+    """EASE^R's B from the item-item Gram matrix X^T X (float64): the minimiser of
+    ||X - X B||^2 + lam ||B||^2 with a zero diagonal, as float32."""
+    g = gram.clone()
+    g.diagonal().add_(float(lam))
+    p = torch.cholesky_inverse(torch.linalg.cholesky(g))
+    b = p / (-p.diagonal())
+    b.diagonal().zero_()
+    return b.float()
+
+
 class EASE(ClosedForm):
     """`lam` is the L2 weight; scores are history @ B with a zero diagonal."""
 
@@ -28,12 +39,7 @@ class EASE(ClosedForm):
         return self._gram_cache[1]
 
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
-        g = self._gram(matrix).clone()
-        g.diagonal().add_(float(self.hparams.lam))
-        p = torch.cholesky_inverse(torch.linalg.cholesky(g))
-        b = p / (-p.diagonal())
-        b.diagonal().zero_()
-        self.B = b.float()
+        self.B = ease_weights(self._gram(matrix), self.hparams.lam)
 
     def on_fit_end(self) -> None:
         self._gram_cache = None
