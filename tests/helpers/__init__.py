@@ -4,6 +4,7 @@ independent metric scorer in reference.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,47 @@ def quiet_trainer(**kw):
     from advrec.pipeline import bare_trainer
 
     return bare_trainer(**kw)
+
+
+def ddp_metrics_match_one_process(tmp_path: Path, *overrides: str) -> dict:
+    """Trains `overrides` through advrec-train under trainer=ddp_cpu (two processes, uneven
+    user shards), evaluates the final checkpoint in one process with advrec-eval and checks
+    every test metric agrees; returns the DDP run's metrics.json."""
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    run_cli(
+        "train", *overrides, "trainer=ddp_cpu", "logger=csv", f"hydra.run.dir={ddp}", cwd=tmp_path
+    )
+    m = json.loads((ddp / "metrics.json").read_text())
+    run_cli("eval", f"ckpt_path={m['checkpoint']}", f"hydra.run.dir={one}", cwd=tmp_path)
+    again = json.loads((one / "metrics.json").read_text())
+    tests = [k for k in m if k.startswith("test/")]
+    assert len(tests) > 10 and m["refit"] == "train+validation"
+    for key in tests:
+        assert again[key] == pytest.approx(m[key], abs=1e-6), key
+    return m
+
+
+def planted_blocks_ndcg(make, epochs: int) -> tuple[float, float]:
+    """(the model's, TopPop's) test NDCG@5 on planted blocks (tests.test_neighbours.Blocks:
+    only a user's own history tells its block); `make(n_users, n_items)` builds the model,
+    trained `epochs` epochs."""
+    from advrec.data.datamodule import RecDataModule
+    from advrec.models.pop import TopPop
+    from tests.test_neighbours import Blocks
+
+    dm = RecDataModule(source=Blocks(), split={"method": "user_holdout", "test_fraction": 0.3})
+    dm.setup()
+    out = []
+    for m, n in (
+        (make(dm.n_users, dm.n_items), epochs),
+        (TopPop(dm.n_users, dm.n_items, ks=(5,)), 1),
+    ):
+        trainer = quiet_trainer(
+            max_epochs=n, limit_train_batches=0 if isinstance(m, TopPop) else None
+        )
+        trainer.fit(m, datamodule=dm)
+        out.append(trainer.test(m, datamodule=dm, verbose=False)[0]["test/ndcg@5"])
+    return out[0], out[1]
 
 
 def one_line_refusal(proc, *words) -> None:
