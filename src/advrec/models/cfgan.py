@@ -41,8 +41,8 @@ ZR, PM = 0, 1  # hash salts of the two negative samples
 class ConditionalGAN(GANRecommender):
     """CFGAN's adversarial half, shared by the generators that map a row's vector c to a
     preference vector: the conditional discriminator D([c ; v]) (`d_hidden`, `d_act`), the
-    masks of the scheme (ZR, PM, ZP, resampled every epoch) and D's loss. A subclass builds
-    `self.generator` and writes `g_loss`; `condition_of` is the row's vector unless the
+    masks of the scheme (ZR, PM, ZP, resampled every epoch) and D's loss. A subclass passes
+    its `generator` (built first) and writes `g_loss`; `condition_of` is the row's vector unless the
     subclass conditions on more. Hyper-parameters read here: scheme, s_zr, s_pm, negatives,
     reg_d, d_steps, g_steps, batch_size_d, batch_size_g, collapse_k, lr_g, lr_d."""
 
