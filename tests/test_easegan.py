@@ -134,6 +134,34 @@ def test_cli_run_logs_what_d_changes_then_eval_reproduces_it(tmp_path):
     assert again["test/ndcg@20"] == pytest.approx(m["test/ndcg@20"], abs=1e-7)
 
 
+def test_search_chooses_the_start_as_easer_grid_does_and_the_refit_keeps_it(tmp_path):
+    """`model.search={lam: [...]}` scores each lam's EASE^R start on this run's validation,
+    the same scores EASE^R's grid gets, and G trains (and is refit) from the chosen one."""
+    grid = "model.search={lam:[1,30,3000]}"
+    runs = {}
+    for model in ("ease", "easegan"):
+        extra = ["model.d_hidden=[8]", "trainer.max_epochs=2"] if model == "easegan" else []
+        run_cli(
+            "train", f"model={model}", "data=synthetic", grid, *extra, "logger=csv",
+            f"hydra.run.dir={tmp_path / model}", cwd=tmp_path,
+        )  # fmt: skip
+        runs[model] = json.loads((tmp_path / model / "metrics.json").read_text())
+    ease, gan = runs["ease"], runs["easegan"]
+    assert [s["lam"] for s in gan["selection"]] == [1, 30, 3000]
+    for a, b in zip(ease["selection"], gan["selection"], strict=True):
+        assert b["val/ndcg@10"] == pytest.approx(a["val/ndcg@10"], abs=1e-6)
+    assert gan["hparams"]["lam"] == ease["hparams"]["lam"]
+    assert gan["refit"] == "train+validation" and gan["epochs"] == 2
+    # the lams score differently here, or the test could not tell a choice from a default
+    assert len({round(s["val/ndcg@10"], 6) for s in gan["selection"]}) == 3
+
+
+def test_search_over_anything_but_the_start_is_refused(tmp_path):
+    bad = "model.search={adv_weight:[0,1]}"
+    proc = run_cli("train", "model=easegan", "data=synthetic", bad, cwd=tmp_path, check=False)
+    one_line_refusal(proc, "model.search", "hparams_search=easegan")
+
+
 @pytest.mark.parametrize("bad", ["model.lam=0", "model.adv_weight=-1"])
 def test_bad_settings_are_refused_in_one_line(bad, tmp_path):
     proc = run_cli("train", "model=easegan", "data=synthetic", bad, cwd=tmp_path, check=False)

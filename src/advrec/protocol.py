@@ -116,7 +116,7 @@ class Protocol:
                 "choose the model; raise protocol.val_fraction or use protocol=original"
             )
         closed = isinstance(model, ClosedForm)
-        if closed and model.search:
+        if getattr(model, "search", None):  # closed forms; EASE-GAN's starting point
             from advrec.pipeline import eval_trainer  # pipeline imports this module
 
             grid_search(model, dm, eval_trainer(cfg))
@@ -206,10 +206,11 @@ class Result:
         }
 
 
-def grid_search(model: ClosedForm, dm: RecDataModule, trainer: Trainer) -> None:
+def grid_search(model: Recommender, dm: RecDataModule, trainer: Trainer) -> None:
     """Fit every combination of `model.search` on train, validate each with `trainer` (the
     metrics every run reports), keep the best by `model.select_by`; each candidate's score
-    goes to `model.selection`."""
+    goes to `model.selection`. `model` has `search`, `select_by`, `selection` and
+    `fit_matrix(matrix)`: a `ClosedForm`, or a trained model whose start is one (EASE-GAN)."""
     if dm.val_matrix is None or not model.select_by:
         raise AdvrecError(
             f"model.search={model.search} needs a validation split to choose on; use "

@@ -45,7 +45,10 @@ class ItemItem(nn.Module):
 
 class EASEGAN(ConditionalGAN):
     """See the module docstring. `lam` is EASE^R's L2 weight (the initial solution's and the
-    reconstruction term's); take it from the tuned EASE^R of the same data."""
+    reconstruction term's); fix it to the tuned EASE^R's of the same data, or let
+    `search={lam: [...]}` choose it on validation in every run as EASE^R's grid does: the
+    protocol scores each candidate's starting point (`fit_matrix`, before any training step)
+    by `select_by` and trains from the best."""
 
     limits = {
         "lam": ("a number > 0 (EASE^R's L2 weight)", lambda v: v > 0),
@@ -79,12 +82,22 @@ class EASEGAN(ConditionalGAN):
         mask_cache_entries: int = 50_000_000,
         seed: int = 0,
         ks: tuple = (5, 10, 20),
+        search: dict | None = None,
+        select_by: str | None = "val/ndcg@10",
     ):
         super().__init__(
             n_users, n_items, ItemItem(n_items), "users", scheme, negatives, n_items,
             d_hidden, d_act, seed, mask_cache_entries, ks,
         )  # fmt: skip
         self.save_hyperparameters()
+        self.search = {k: list(v) for k, v in (search or {}).items()}
+        if set(self.search) - {"lam"}:
+            raise AdvrecError(
+                f"model.search={dict(self.search)}: EASE-GAN's grid chooses only its starting "
+                "point, lam (EASE^R's L2 weight); search the adversarial settings with "
+                "hparams_search=easegan"
+            )
+        self.select_by, self.selection = select_by, []
         self.check_limits()
         self.adversarial = adv_weight > 0
         self.register_buffer("w_ease", torch.zeros(n_items, n_items))  # where W started
@@ -101,7 +114,15 @@ class EASEGAN(ConditionalGAN):
         self._popularity = torch.from_numpy(counts / self._n_rows).to(self.device)
         if bool(self.started):
             return
-        gram = torch.from_numpy((m.T @ m).toarray()).to(self.device, torch.float64)
+        self.fit_matrix(m)
+        with torch.no_grad():
+            self.w_ease.copy_(self.generator.weight)
+        self.started.fill_(True)
+
+    def fit_matrix(self, matrix) -> None:
+        """G := EASE^R's solution on `matrix` (users x items) at the current lam: the start,
+        and what `search` scores each candidate lam by."""
+        gram = torch.from_numpy((matrix.T @ matrix).toarray()).to(self.device, torch.float64)
         try:
             w = ease_weights(gram, self.hparams.lam)
         except torch.linalg.LinAlgError:
@@ -111,8 +132,6 @@ class EASEGAN(ConditionalGAN):
             ) from None
         with torch.no_grad():
             self.generator.weight.copy_(w)
-            self.w_ease.copy_(w)
-        self.started.fill_(True)
 
     def g_loss(self, batch: dict):
         h, x, ids = self.hparams, batch["x"], batch["ids"]
