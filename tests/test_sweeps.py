@@ -222,6 +222,27 @@ def test_a_search_without_dash_m_with_another_sampler(sampler, extra, expected, 
         assert "val/ndcg@10" in m and not any(k.startswith("test/") for k in m)
 
 
+def test_settings_that_leave_no_result_prune_their_trial_and_the_search_goes_on(tmp_path):
+    """A drawn combination the model refuses (DiffRec's noise bounds the wrong way round)
+    is one pruned trial, with its reason, not the end of the search."""
+    import json
+
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "train", "data=synthetic", "data.source.n_users=60", "data.source.n_items=40",
+        "data.source.n_interactions=600", "hparams_search=diffrec",
+        "hydra/sweeper/sampler=grid", "model.noise_min=choice(0.001)",
+        "model.noise_max=choice(0.0005,0.02)", "hp.units=choice(16)", "hp.layers=choice(1)",
+        "model.steps=choice(5)", "model.noise_scale=choice(0.1)", "model.lr=choice(0.001)",
+        "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1", "logger=none",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    best = json.loads((sweep / "optuna_best.json").read_text())
+    states = {t["params"]["model.noise_max"]: t["state"] for t in best["trials"]}
+    assert states == {0.0005: "PRUNED", 0.02: "COMPLETE"}
+    assert best["n_trials"] == 2 and best["best_params"]["model.noise_max"] == 0.02
+
+
 def test_an_interrupted_trial_is_retried_once_then_left_failed():
     import optuna
     from optuna.trial import TrialState

@@ -8,5 +8,16 @@ class AdvrecError(Exception):
     """
 
 
-class Diverged(AdvrecError):
+class BadTrial(AdvrecError):
+    """Settings a search can draw that leave the run without a result (each value valid on
+    its own). A run ends with the message; an Optuna search records the trial as pruned
+    (`TrialState.PRUNED`, the reason in its `pruned_because` attribute) and goes on."""
+
+
+class Diverged(BadTrial):
     """Training produced a non-finite loss or weight: the run has no result."""
+
+
+class Incompatible(BadTrial):
+    """Hyper-parameters that are valid one by one but not together (e.g. a noise schedule
+    whose lower bound is not below its upper)."""

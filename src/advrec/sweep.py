@@ -24,7 +24,7 @@ from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from advrec.errors import AdvrecError
+from advrec.errors import AdvrecError, BadTrial
 from advrec.utils.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -169,11 +169,23 @@ def _check_same_sweep(study, arguments: Sequence[str]) -> None:
         )
 
 
+def in_search() -> bool:
+    """Whether this job is a trial of advrec's Optuna sweeper."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return "advrec_optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
+
+
 def spent(study) -> int:
     """Trials that count toward the budget: finished ones, not those cut off by a crash."""
     from optuna.trial import TrialState
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    done = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+    )
     return sum(1 for t in done if not t.user_attrs.get(INTERRUPTED))
 
 
@@ -282,6 +294,10 @@ class OptunaSearch:
                     "protocol=validated, monitor val/ndcg@10)"
                 )
             study.tell(trial, float(value))
+        except BadTrial as e:  # settings that leave no result (diverged, incompatible)
+            log.warning("trial %d pruned: %s", trial.number, e)
+            trial.set_user_attr("pruned_because", str(e))
+            study.tell(trial, state=TrialState.PRUNED)
         except AdvrecError:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -306,8 +322,12 @@ class OptunaSearch:
     def _check_failures(self, study) -> None:
         from optuna.trial import TrialState
 
-        finished = spent(study)
-        failed = finished - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        finished = spent(study)  # a pruned trial counts as finished, not as failed
+        failed = sum(
+            1
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if not t.user_attrs.get(INTERRUPTED)
+        )
         if finished and failed / finished > self.max_failure_rate:
             raise AdvrecError(
                 f"{failed} of {finished} trials failed (max_failure_rate="
@@ -317,6 +337,13 @@ class OptunaSearch:
     def _summarise(self, study) -> dict:
         if self.objectives:
             return self._summarise_pareto(study)
+        from optuna.trial import TrialState
+
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise AdvrecError(
+                f"no trial of study {self.study_name!r} finished with a result (see the "
+                f"warnings above and the trial logs under {self.sweep_dir}); narrow the space"
+            )
         best = study.best_trial
         summary = {
             "study": self.study_name,

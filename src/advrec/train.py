@@ -198,7 +198,9 @@ def _stopped(cfg: DictConfig, why: str, code: int) -> NoReturn:
     """A run cut off by a signal: one line on what is kept and the command that resumes."""
     out = Path(cfg.paths.output_dir)
     last = out / "checkpoints" / "last.ckpt"
-    if _in_search():
+    from advrec.sweep import in_search
+
+    if in_search():
         where = (
             "this trial is cut off; finished trials are kept and this one is tried again "
             f"when the same command runs again: {command()}"
@@ -212,16 +214,6 @@ def _stopped(cfg: DictConfig, why: str, code: int) -> NoReturn:
         where = "before training started: nothing to resume; run the command again"
     print(f"advrec: stopped by {why}; {where}", file=sys.stderr)
     sys.exit(code)
-
-
-def _in_search() -> bool:
-    """Whether this job is a trial of advrec's Optuna sweeper."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return False
-    return "advrec_optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
 
 
 def _finish_wandb() -> None:

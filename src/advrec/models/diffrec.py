@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advrec.errors import AdvrecError
+from advrec.errors import AdvrecError, Incompatible
 from advrec.models.base import Recommender
 
 SCHEDULES = ("linear", "linear-var", "cosine", "binomial")
@@ -45,9 +45,9 @@ def betas_of(schedule: str, steps: int, scale: float, low: float, high: float) -
     betas = betas.astype(np.float64)
     betas[0] = 1e-5
     if not ((betas > 0) & (betas <= 1)).all():
-        raise AdvrecError(
+        raise Incompatible(
             f"model.noise_scale={scale}, noise_min={low}, noise_max={high} give betas outside "
-            "(0, 1]: lower model.noise_scale or model.noise_max"
+            "(0, 1]: noise_min must be below noise_max, and noise_scale x noise_max small"
         )
     return betas
 

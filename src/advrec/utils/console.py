@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from advrec.errors import AdvrecError
+from advrec.errors import AdvrecError, BadTrial
 from advrec.metrics.names import METRICS
 
 # soft wrap: a path longer than the terminal (or than 80 columns in a log file) stays one line
@@ -139,6 +139,12 @@ def user_errors(fn):
         try:
             check_config(cfg)
             return fn(cfg, *args, **kwargs)
+        except BadTrial as e:
+            from advrec.sweep import in_search
+
+            if in_search():
+                raise  # to the sweeper, which prunes this trial and goes on
+            message = str(e)
         except AdvrecError as e:
             message = str(e)
         except MissingMandatoryValue as e:
