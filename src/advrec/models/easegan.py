@@ -27,7 +27,7 @@ from torch import nn
 from advrec.data.batches import FitData
 from advrec.errors import AdvrecError
 from advrec.models.cfgan import ConditionalGAN
-from advrec.models.ease import ease_weights
+from advrec.models.ease import EASESolver
 
 
 class ItemItem(nn.Module):
@@ -122,14 +122,7 @@ class EASEGAN(ConditionalGAN):
     def fit_matrix(self, matrix) -> None:
         """G := EASE^R's solution on `matrix` (users x items) at the current lam: the start,
         and what `search` scores each candidate lam by."""
-        gram = torch.from_numpy((matrix.T @ matrix).toarray()).to(self.device, torch.float64)
-        try:
-            w = ease_weights(gram, self.hparams.lam)
-        except torch.linalg.LinAlgError:
-            raise AdvrecError(
-                f"model.lam={self.hparams.lam}: X^T X + lam I is not positive definite; "
-                "raise model.lam"
-            ) from None
+        w = EASESolver(matrix, self.device)(self.hparams.lam)
         with torch.no_grad():
             self.generator.weight.copy_(w)
 
