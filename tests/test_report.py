@@ -110,13 +110,15 @@ def test_report_logs_table_and_plots_to_wandb_offline(multirun, tmp_path, monkey
     assert {"metrics", "gan"} <= media  # metrics_at_k and gan_training were logged
 
 
-@pytest.mark.parametrize("data", ["cfgan_ml100k", "cfgan_ciao"])
+@pytest.mark.parametrize("data", ["cfgan_ml100k", "cfgan_ciao", "lastfm"])
 def test_benchmark_lists_every_tuned_model(data):
     from hydra import compose, initialize_config_dir
 
     from advrec.config import CONF_DIR
 
-    bench = {"cfgan_ml100k": "benchmark_ml100k", "cfgan_ciao": "benchmark_ciao"}[data]
+    bench = {"cfgan_ml100k": "benchmark_ml100k", "cfgan_ciao": "benchmark_ciao"}.get(
+        data, f"benchmark_{data}"
+    )
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", [f"experiment={bench}"], return_hydra_config=True)
         tuned = cfg.hydra.sweeper.params.tuned.split(",")
