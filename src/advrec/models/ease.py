@@ -22,7 +22,7 @@ class EASESolver:
     def __init__(self, matrix: sp.spmatrix, device=None, dual: bool | None = None):
         m = sp.csr_matrix(matrix, dtype=np.float64)
         m = m[m.getnnz(axis=1) > 0]  # an empty row adds nothing to either Gram matrix
-        self.n_items, self.device = m.shape[1], device
+        self.device = device
         self.dual = m.shape[0] < m.shape[1] if dual is None else dual
         if self.dual:
             self.x = m
