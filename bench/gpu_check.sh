@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks in one short run (well under 8 minutes on one H100): CFGAN iZP for a few epochs at
-# precision 32 / bf16-mixed / 16-mixed, a 2-GPU DDP run when there are 2+ GPUs, and the
+# precision 32 / bf16-mixed / 16-mixed; with 2+ GPUs a 2-GPU DDP run of a trained row (CFGAN),
+# a closed-form row (EASE^R) and an exact-solve row (iALS), each beside its 1-GPU run; and the
 # evaluation throughput at ML-20M shape. Prints one JSON object.
 #   ADVREC_DATA_DIR=/path/with/cfgan-splits bash bench/gpu_check.sh
 # Without the CFGAN split it falls back to synthetic data of the same shape.
@@ -12,9 +13,12 @@ export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 EPOCHS=${EPOCHS:-20}
 if [ -f "${ADVREC_DATA_DIR:-data}/cfgan-splits/ML100K/ML100K.train" ]; then
   DATA=(experiment=cfgan_ml100k_paper)
+  PLAIN=(data=cfgan_ml100k)
 else
-  DATA=(experiment=cfgan_ml100k_paper data=synthetic data.source.n_users=943
-        data.source.n_items=1653 data.source.n_interactions=100000)
+  SHAPE=(data=synthetic data.source.n_users=943 data.source.n_items=1653
+         data.source.n_interactions=100000)
+  DATA=(experiment=cfgan_ml100k_paper "${SHAPE[@]}")
+  PLAIN=("${SHAPE[@]}")
 fi
 N_GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
 
@@ -37,7 +41,14 @@ PY
 
 {
   for p in 32-true bf16-mixed 16-mixed; do run "gpu_$p" trainer=gpu trainer.precision=$p; done
-  if [ "$N_GPUS" -ge 2 ]; then run ddp_2gpu trainer=ddp trainer.devices=2; fi
+  if [ "$N_GPUS" -ge 2 ]; then
+    run ddp_2gpu trainer=ddp trainer.devices=2
+    for m in ease ials; do  # closed-form and exact rows: 2 GPUs must give the 1-GPU numbers
+      DATA=("${PLAIN[@]}" model=$m protocol=validated) run "gpu_1_$m" trainer=gpu
+      DATA=("${PLAIN[@]}" model=$m protocol=validated) run "ddp_2gpu_$m" trainer=ddp \
+        trainer.devices=2
+    done
+  fi
   python - <<'PY'
 import json, time, torch
 from advrec.metrics import RankingMetrics

@@ -27,6 +27,7 @@ from advrec.models.base import Recommender
 from advrec.utils.callbacks import DivergenceGuard, nonfinite_weights
 from advrec.utils.io import read_checkpoint, write_bytes
 from advrec.utils.progress import ProgressLines
+from advrec.utils.strategy import resolve_strategy
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,30 @@ def check_settings(cfg: DictConfig) -> None:
         value = cfg.data.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise AdvrecError(f"data.{key}={value!r}: it must be a whole number >= 1")
+
+
+def check_training(cfg: DictConfig, cls: type[Recommender]) -> None:
+    """A trained model must train: trainer settings that allow no training step would test
+    (and checkpoint as final) the random initialisation. Closed forms fit without steps."""
+    from advrec.models.base import ClosedForm
+
+    if issubclass(cls, ClosedForm):
+        return
+    t = cfg.trainer
+    name = cfg.model.get("_target_", "").rsplit(".", 1)[-1]
+    for key, value in (
+        ("max_epochs", t.get("max_epochs")),
+        ("max_steps", t.get("max_steps")),
+        ("limit_train_batches", t.get("limit_train_batches")),
+    ):
+        if value is not None and value == 0:
+            raise AdvrecError(
+                f"trainer.{key}=0 lets {name} take no training step: its metrics and "
+                f"final.ckpt would be those of an untrained model; set trainer.{key} >= 1 "
+                "(or -1/null for no limit)"
+            )
+    if t.get("max_epochs") is not None and t.max_epochs < -1:
+        raise AdvrecError(f"trainer.max_epochs={t.max_epochs}: give a number >= 1 (or -1)")
 
 
 def check_monitor(cfg: DictConfig) -> None:
@@ -132,6 +157,7 @@ def build_model(cfg: DictConfig, dm: RecDataModule) -> Recommender:
         if isinstance(e.__cause__, AdvrecError):  # the model's own check says it best
             raise e.__cause__ from None
         raise AdvrecError(f"bad model option: {e}. Check the overrides of model.*") from None
+    model.check_limits()  # every model, also those whose constructor does not check
     model.run_config = portable(OmegaConf.to_container(cfg, resolve=False))
     model.data_identity = dm.identity()
     return model
@@ -282,6 +308,7 @@ def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
         # then saves an hpc checkpoint in the run dir and requeues; the rerun resumes from it
         plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2))
     tcfg["plugins"] = plugins
+    tcfg["strategy"] = resolve_strategy(tcfg.get("strategy", "auto"))
     # never optional: a NaN/inf loss or weight stops every fit before it is checkpointed
     tcfg["callbacks"] = [DivergenceGuard(), *tcfg["callbacks"]]
     try:
@@ -311,6 +338,8 @@ def eval_trainer(cfg: DictConfig, **settings) -> Trainer:
     t = cfg.get("trainer") or {}
     keys = ("accelerator", "devices", "strategy", "precision")
     base = {k: t[k] for k in keys if t.get(k) is not None}
+    if "strategy" in base:
+        base["strategy"] = resolve_strategy(base["strategy"])
     try:
         return bare_trainer(default_root_dir=cfg.paths.output_dir, **{**base, **settings})
     except (TypeError, ValueError) as e:

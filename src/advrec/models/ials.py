@@ -125,11 +125,6 @@ class IALS(Recommender):
         return None  # exact least squares, no gradients
 
     def prepare_fit(self, data: FitData) -> None:
-        if self.trainer.world_size > 1:
-            raise AdvrecError(
-                "model=ials solves every user and item on one device; run it without DDP "
-                "(trainer=cpu or trainer=gpu with trainer.devices=1)"
-            )
         self._train = data.train.tocsr()
         self._by_item = data.train.T.tocsr()
         self._item_gram = None
@@ -156,17 +151,36 @@ class IALS(Recommender):
                 self._items_done = epoch
             if self._item_gram is None or self._item_gram[0] != epoch:
                 self._item_gram = (epoch, self.items.T @ self.items)  # for this epoch's users
-            users = batch["ids"].cpu().numpy()
+            ids = batch["ids"]
+            users = ids.cpu().numpy()
             users = users[np.diff(self._train.indptr)[users] > 0]
+            solved = self.users.new_empty(0, self.users.shape[1])
             if len(users):
-                self.users[torch.from_numpy(users).to(self.device)] = self._solve(
-                    self._train, users, self.items, self._item_gram[1]
-                )
+                solved = self._solve(self._train, users, self.items, self._item_gram[1])
+            self._write_users(torch.from_numpy(users).to(self.device), solved, len(ids))
         # the batch's exact solve is its update: count it where Lightning counts optimizer
         # steps, or global_step stays 0 and no checkpoint (the chosen epoch) is ever saved
         steps = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         steps.increment_ready()
         steps.increment_completed()
+
+    def _write_users(self, users: torch.Tensor, solved: torch.Tensor, width: int) -> None:
+        """Store this batch's solved users. Under DDP each process solves its own shard of
+        the users, so every process receives every process's solutions (one all-gather per
+        batch, padded to the batch width): all ranks hold the same embeddings, and the next
+        item step, the loss and the checkpoints see every user."""
+        if self.trainer.world_size > 1:
+            ids = torch.full((width,), -1, dtype=torch.long, device=self.device)
+            rows = solved.new_zeros(width, solved.shape[1])
+            ids[: len(users)], rows[: len(users)] = users, solved
+            ids, rows = self.all_gather(ids).flatten(), self.all_gather(rows).flatten(0, 1)
+            # the sampler pads the shards with repeated rows: keep one solution per user, the
+            # same one on every rank (duplicate indices in a write have no defined winner)
+            found, first = np.unique(ids.cpu().numpy(), return_index=True)
+            first = torch.from_numpy(first[found >= 0]).to(self.device)
+            users, solved = ids[first], rows[first]
+        if len(users):
+            self.users[users] = solved
 
     def loss(self) -> dict[str, torch.Tensor]:
         """The objective's three terms over the training matrix (logged each epoch)."""
