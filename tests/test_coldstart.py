@@ -15,7 +15,7 @@ from advrec.data.interactions import Interactions
 from advrec.data.splits import VAL, make_split
 from advrec.models.cfgan import CFGAN
 from advrec.models.pop import GroupPop, TopPop
-from tests.helpers import quiet_trainer, run_cli
+from tests.helpers import one_line_refusal, quiet_trainer, run_cli
 
 
 class GroupTaste:
@@ -296,3 +296,38 @@ def test_recommend_for_brand_new_users_from_a_features_csv(files, tmp_path):
     )
     assert proc.returncode == 2 and "['group'] not in the feature table" in proc.stderr
     assert not (tmp_path / "x.csv").exists()
+
+    # a new-user file that contradicts itself or the users the model knows: one line each
+    for rows, words in (
+        (["carol", "carol"], "['carol'] appear more than once"),
+        (["dave", "u3"], "already belong to users the model was trained with (e.g. ['u3'])"),
+    ):
+        new.assign(user=rows).to_csv(tmp_path / "bad.csv", index=False)
+        proc = run_cli(
+            "recommend",
+            f"ckpt_path={ckpt}",
+            f"new_users_file={tmp_path / 'bad.csv'}",
+            f"output={tmp_path / 'x.csv'}",
+            cwd=tmp_path,
+            check=False,
+        )
+        one_line_refusal(proc, words)
+        assert not (tmp_path / "x.csv").exists()
+
+
+def test_grouppop_searches_min_users_on_validation_through_the_entry_point(files, tmp_path):
+    """The README's GroupPop search (model.search on a cold-start split): the protocol's grid
+    runs before the fit, so the model must get its features before it (it crashed)."""
+    run_cli(
+        "train",
+        *file_args(files),
+        "model=grouppop",
+        "model.levels=[[group],[colour]]",
+        "model.search={min_users:[1,100]}",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["min_users"] for row in m["selection"]] == [1, 100]
+    # min_users=1 groups by `group` (the taste); 100 backs off to `colour` (noise)
+    assert m["hparams"]["min_users"] == 1

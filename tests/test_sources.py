@@ -130,7 +130,10 @@ def test_a_rating_threshold_applies_before_ids_are_judged_unseen(tmp_path):
     kw = _own_split(tmp_path, "b,y,5\n")
     with pytest.raises(AdvrecError, match="item id"):
         Predefined(**kw, threshold=5, test_only="error").load()
-    assert Predefined(**kw, threshold=4, test_only="error").load().nnz > 0
+    with pytest.raises(AdvrecError, match="in both tr.csv and te.csv"):  # b,y: 4 and 5
+        Predefined(**kw, threshold=4, test_only="error").load()
+    dropped = Predefined(**kw, threshold=4, test_only="error", overlap="drop").load()
+    assert (dropped.folds == 2).sum() == 0
 
 
 def test_synthetic_is_seeded_sparse_and_skewed():

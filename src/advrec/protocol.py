@@ -122,6 +122,13 @@ class Protocol:
             grid_search(model, dm, eval_trainer(cfg))
         # a resumed checkpoint is read as data only (unpickling anything else can run code)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        if not closed and trainer.global_step == 0:
+            raise AdvrecError(
+                f"{type(model).__name__} took no training step (trainer.max_epochs="
+                f"{trainer.max_epochs}, {trainer.num_training_batches} training batches an "
+                "epoch): it never trained, so nothing of it is tested or saved; give it "
+                "training batches and epochs"
+            )
         # a closed-form fit is one pass over the matrix
         res = Result(model=model, epochs=1 if closed else int(trainer.current_epoch))
         res.selection = list(getattr(model, "selection", []))
@@ -222,13 +229,15 @@ def grid_search(model: Recommender, dm: RecDataModule, trainer: Trainer) -> None
             f"model.search names {unknown}, which {type(model).__name__} does not have; "
             f"its hyper-parameters: {sorted(model.hparams)}"
         )
+    if isinstance(model, ClosedForm):  # what its fits read beyond the matrix (features)
+        model.take_data(dm.fit_data(model.plan()))
     key = model.select_by
     metric = key if key.startswith("val/") else f"val/{key}"
     names, best = list(model.search), None
     for values in itertools.product(*model.search.values()):
         params = dict(zip(names, values, strict=True))
         model.hparams.update(params)
-        model.fit_matrix(dm.train_matrix)
+        model.fit_checked(dm.train_matrix)
         result = trainer.validate(model, datamodule=dm, verbose=False)[0]
         if metric not in result:
             raise AdvrecError(f"select_by={key!r}: no such metric; {sorted(result)}")

@@ -44,8 +44,6 @@ def _wanted_users(cfg: DictConfig) -> list | None:
 
 def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
     """Raw ids and encoded features of the users in `new_users_file` (never seen in training)."""
-    import torch
-
     from advrec.data.sources import read_table
 
     if not model.uses_features:
@@ -53,8 +51,8 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
             f"{type(model).__name__} cannot score a user it has never seen; new users need a "
             "model that reads user features (CFGAN with model.condition=features, GroupPop)"
         )
-    table = read_table(cfg.new_users_file)
     id_column = dm.features_cfg.get("id_column") or "user"
+    table = read_table(cfg.new_users_file, dtype={id_column: str})  # ids as written
     if id_column not in table.columns:
         raise AdvrecError(
             f"{cfg.new_users_file}: no {id_column!r} column naming the new users; columns "
@@ -62,8 +60,21 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
         )
     if table.empty:
         raise AdvrecError(f"{cfg.new_users_file} has no rows")
-    features = torch.from_numpy(dm.feature_encoder.transform(table))
-    return table[id_column].to_numpy(), features
+    ids = table[id_column].astype(str)
+    repeated = ids[ids.duplicated()].unique().tolist()
+    if repeated:
+        raise AdvrecError(
+            f"{cfg.new_users_file}: user id(s) {repeated[:5]} appear more than once; give "
+            "each new user one row"
+        )
+    known = ids[ids.isin({str(u) for u in dm.data.user_ids})].tolist()
+    if known:
+        raise AdvrecError(
+            f"{cfg.new_users_file}: {len(known)} id(s) already belong to users the model "
+            f"was trained with (e.g. {known[:5]}); a new user needs a new id. For known users "
+            "use users=[...] or users_file=..., which rank over the items they have not seen"
+        )
+    return table[id_column].to_numpy(), dm.encode_new_users(table)
 
 
 def _known(cfg: DictConfig, model, run_cfg: DictConfig) -> tuple:
@@ -132,6 +143,7 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
         dm = checked_datamodule(run_cfg, model, cfg.ckpt_path)  # its feature encoder
         raw_ids, features = _new_users(cfg, model, dm)
         item_ids = dm.data.item_ids
+        model.prepare_scoring(dm.history("test"))  # what the known users have (friends' items)
         users = np.arange(len(raw_ids))
         history = sp.csr_matrix((len(raw_ids), dm.n_items), dtype=np.float32)  # nothing seen
     else:

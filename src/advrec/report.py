@@ -119,7 +119,16 @@ def collect(patterns: Sequence[str], group_by: Sequence[str]) -> pd.DataFrame:
     if others or not frames:
         frames.append(load_runs(find_runs(others), group_by))
     frame = pd.concat(frames, ignore_index=True)
-    return frame.drop_duplicates("run", keep="last").reset_index(drop=True)
+    frame = frame.drop_duplicates("run", keep="last").reset_index(drop=True)
+    for key in group_by:  # a typo would put every run into one group and average them all
+        if (frame[key].astype(str) == "None").all():
+            raise AdvrecError(
+                f"group_by key {key!r} is in none of the {len(frame)} runs' metrics.json, so "
+                "every run would fall into one group; check the spelling (keys are dotted "
+                "paths of metrics.json, e.g. label, model, data, protocol, seed, "
+                "hparams.<name>)"
+            )
+    return frame
 
 
 def _read_metrics(path: Path) -> dict:
@@ -139,11 +148,17 @@ def _read_metrics(path: Path) -> dict:
 
 def _load_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        found = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdvrecError(
             f"{path} is not a readable metrics.json ({e}); remove it or rerun"
         ) from None
+    if not isinstance(found, dict):
+        raise AdvrecError(
+            f"{path} holds a JSON {type(found).__name__}, not the object advrec-train writes; "
+            "remove it or rerun that run"
+        )
+    return found
 
 
 def mixed_groups(runs: pd.DataFrame, group_by: Sequence[str]) -> list[str]:
@@ -177,6 +192,8 @@ def summary_table(
     out = grouped[list(columns)].agg(["mean", "std"])
     out.columns = [f"{c}_{stat}" for c, stat in out.columns]
     out.insert(0, "n_runs", grouped.size())
+    for c in columns:  # runs without the column (other ks) are not behind its mean
+        out[f"{c}_n"] = grouped[c].count()
     out["wall_time_s_mean"] = grouped["wall_time_s"].mean()
     out["optimistic"] = grouped["optimistic"].any()
     for c in columns:
@@ -185,15 +202,20 @@ def summary_table(
 
 
 def to_markdown(table: pd.DataFrame, group_by: Sequence[str], columns: Sequence[str]) -> str:
-    """A GitHub table: mean ± std (n = runs), the best mean per column in bold."""
+    """A GitHub table: mean ± std (n = runs), the best mean per column in bold; a cell that
+    fewer of its group's runs have says how many (n=...)."""
     head = [*group_by, "runs", *columns, "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [str(r[g]) for g in group_by] + [str(int(r["n_runs"]))]
         for c in columns:
-            mean, std = r[f"{c}_mean"], r[f"{c}_std"]
+            mean, std, n = r[f"{c}_mean"], r[f"{c}_std"], int(r[f"{c}_n"])
+            if n == 0:
+                cells.append("– (n=0)")
+                continue
             cell = f"{mean:.4f}" + (f" ± {std:.4f}" if np.isfinite(std) else "")
-            cells.append(f"**{cell}**" if r[f"{c}_best"] else cell)
+            cell = f"**{cell}**" if r[f"{c}_best"] else cell
+            cells.append(cell + (f" (n={n})" if n < r["n_runs"] else ""))
         cells.append(f"{r['wall_time_s_mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     if table["optimistic"].any():

@@ -70,7 +70,8 @@ def search_space(lines: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def open_storage(storage: str | Path):
-    """An RDB URL (`sqlite:///...`, `postgresql://...`) or a journal file path."""
+    """An RDB URL (`sqlite:///...`, `postgresql://...`) or a journal file path (a record
+    torn by a kill or a full disk is set aside first: `heal_journal`)."""
     import optuna
 
     storage = str(storage)
@@ -79,7 +80,86 @@ def open_storage(storage: str | Path):
     from optuna.storages.journal import JournalFileBackend
 
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    heal_journal(Path(storage))
     return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
+
+
+def heal_journal(path: Path) -> int:
+    """Cut a last record that a killed process or a full disk left half-written (no newline
+    at its end, or not JSON): Optuna cannot read such a journal, and every resume would append
+    after the torn bytes. The torn bytes are kept in `<journal>.torn`; returns their count."""
+    import json
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    data = path.read_bytes()
+    cut = data.rfind(b"\n", 0, len(data) - 1) + 1 if data.endswith(b"\n") else None
+    if cut is None:  # the last record never got its newline
+        cut = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[cut:])  # whole, only the newline is missing: add it
+            with open(path, "ab") as f:
+                f.write(b"\n")
+            return 0
+        except ValueError:
+            pass
+    else:  # complete lines: is the last one a record?
+        try:
+            json.loads(data[cut:])
+            return 0
+        except ValueError:
+            pass
+    torn = data[cut:]
+    with open(path.with_name(path.name + ".torn"), "ab") as f:
+        f.write(torn + b"\n")
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+    log.warning(
+        "%s ended in a torn record (%d bytes, e.g. from a killed search or a full disk): cut "
+        "off and kept in %s; the trial it described is run again",
+        path,
+        len(torn),
+        path.name + ".torn",
+    )
+    return len(torn)
+
+
+class SweepLock:
+    """One search at a time in a sweep folder: a second search started into the same folder
+    would take the first one's live trials for interrupted ones and run them again. The lock
+    is an OS file lock (released when the process dies, however it dies)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".advrec-search.lock"
+        self._file = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # held for the whole search
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise AdvrecError(
+                f"another search ({holder}) is running in {self.path.parent}: two searches "
+                "in one folder would rerun each other's trials. Wait for it to end, or give "
+                "this one its own folder (hydra.sweep.dir=...)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def reclaim_interrupted(study, max_retries: int = 1) -> tuple[int, int]:
@@ -235,6 +315,16 @@ class OptunaSearch:
         if not space:
             raise AdvrecError("the Optuna sweep has no search space (hydra.sweeper.params)")
         where = self.storage or str(self.sweep_dir / "optuna.journal")
+        lock = SweepLock(self.sweep_dir)
+        lock.acquire()
+        try:
+            return self._search(where, space, fixed, arguments)
+        finally:
+            lock.release()
+
+    def _search(self, where: str, space: dict, fixed: dict, arguments: list[str]) -> dict:
+        import optuna
+
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(where),

@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> dict:
         check_monitor,
         check_settings,
         check_targets,
+        check_training,
         model_class,
         portable,
     )
@@ -55,6 +56,7 @@ def train(cfg: DictConfig) -> dict:
     closed = issubclass(cls, ClosedForm)
     console.print(f"advrec-train: {_describe(cfg, cls.__name__, closed)} -> {cfg.paths.output_dir}")
     check_monitor(cfg)
+    check_training(cfg, cls)
     if cfg.get("pretrain"):  # its choice is set below; a resume may not change the rest
         with open_dict(cfg):
             cfg.accept_changes = [*(cfg.get("accept_changes") or []), "model.init_ckpt"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,13 @@ def needs_data(*parts: str):
     )
 
 
+def as_from_a_terminal() -> None:
+    """preexec_fn of every entry point the tests start: SIGINT back to its default, so the
+    child installs Python's Ctrl-C handler even when pytest itself ignores SIGINT (started as
+    `nohup pytest &`, which every child would otherwise inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(
     module: str, *overrides: str, cwd: Path, env: dict | None = None, check=True, timeout=600
 ):
@@ -38,6 +46,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=as_from_a_terminal,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.distributed as dist
@@ -26,7 +27,7 @@ from advrec.data.batches import (
     RowCollate,
     eval_loader,
 )
-from advrec.data.features import FeatureEncoder, join_user_features
+from advrec.data.features import FeatureEncoder, UserSet, encode_sets, join_user_features
 from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, make_split
 from advrec.errors import AdvrecError
@@ -96,6 +97,8 @@ class RecDataModule(LightningDataModule):
         self._items_by_users: sp.csr_matrix | None = None
         self.features_cfg = dict(features or {})
         self.feature_encoder: FeatureEncoder | None = None
+        self.set_specs: list[UserSet] = []
+        self.user_sets: dict[str, sp.csr_matrix] = {}  # name -> users x users (friends, ...)
         self.user_features: torch.Tensor | None = None  # (n_users, d), encoded
 
     # -- data ---------------------------------------------------------------------------
@@ -136,21 +139,59 @@ class RecDataModule(LightningDataModule):
     def _setup_features(self, data: Interactions) -> None:
         cfg = dict(self.features_cfg)
         path, id_column = cfg.pop("path", None), cfg.pop("id_column", None) or "user"
-        if path:
-            data.user_features = join_user_features(data.user_ids, path, id_column)
-        if data.user_features is None or not (cfg.get("categorical") or cfg.get("numeric")):
-            return
-        cfg = {k: v for k, v in cfg.items() if v is not None}
+        sets = cfg.pop("sets", None) or {}
         try:
-            encoder = FeatureEncoder(**cfg)
+            self.set_specs = [UserSet(name=k, **dict(v)) for k, v in sets.items()]
         except TypeError as e:
             raise AdvrecError(
-                f"bad data.features option: {e}; known: categorical, numeric, buckets, path, "
-                "id_column"
+                f"bad data.features.sets option: {e}; known: path, format, columns, header, "
+                "sep, symmetric, unknown"
             ) from None
-        train_users = np.flatnonzero(np.diff(self.train_matrix.indptr) > 0)
-        self.feature_encoder = encoder.fit(data.user_features, train_users)
-        self.user_features = torch.from_numpy(encoder.transform(data.user_features))
+        if path:
+            data.user_features = join_user_features(data.user_ids, path, id_column)
+        blocks = []
+        if data.user_features is not None and (cfg.get("categorical") or cfg.get("numeric")):
+            cfg = {k: v for k, v in cfg.items() if v is not None}
+            try:
+                encoder = FeatureEncoder(**cfg)
+            except TypeError as e:
+                raise AdvrecError(
+                    f"bad data.features option: {e}; known: categorical, numeric, buckets, "
+                    "sets, path, id_column"
+                ) from None
+            train_users = np.flatnonzero(np.diff(self.train_matrix.indptr) > 0)
+            self.feature_encoder = encoder.fit(data.user_features, train_users)
+            blocks.append(encoder.transform(data.user_features))
+        self.user_sets = {s.name: s.read(data.user_ids) for s in self.set_specs}
+        blocks += [m.toarray() for m in self.user_sets.values()]
+        if blocks:
+            self.user_features = torch.from_numpy(np.concatenate(blocks, axis=1))
+
+    def feature_blocks(self) -> dict[str, tuple[int, int]]:
+        """Encoded column (or user set) -> [start, stop) of its block in `user_features`."""
+        out = dict(self.feature_encoder.blocks) if self.feature_encoder is not None else {}
+        lo = self.feature_encoder.dim if self.feature_encoder is not None else 0
+        for name, m in self.user_sets.items():
+            out[name] = (lo, lo + m.shape[1])
+            lo += m.shape[1]
+        return out
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.user_features is None else int(self.user_features.shape[1])
+
+    def encode_new_users(self, table: pd.DataFrame) -> torch.Tensor:
+        """Encoded features of users never seen (advrec-recommend's `new_users_file`): the
+        columns as the training users' encoder reads them, and each user set from the column
+        of its name (known user ids separated by `;` or spaces)."""
+        parts = []
+        if self.feature_encoder is not None:
+            parts.append(self.feature_encoder.transform(table))
+        if self.user_sets:
+            parts.append(
+                encode_sets(self.set_specs, self.user_sets, table, len(table), self.data.user_ids)
+            )
+        return torch.from_numpy(np.concatenate(parts, axis=1))
 
     def with_validation_in_train(self) -> RecDataModule:
         """The same data with the validation interactions moved into training and no
@@ -167,10 +208,10 @@ class RecDataModule(LightningDataModule):
 
     def model_kwargs(self) -> dict:
         """What models may need to know of the data beyond its shape."""
-        enc = self.feature_encoder
         return {
-            "n_features": 0 if enc is None else enc.dim,
-            "feature_blocks": {} if enc is None else {c: list(b) for c, b in enc.blocks.items()},
+            "n_features": self.n_features,
+            "feature_blocks": {c: list(b) for c, b in self.feature_blocks().items()},
+            "user_sets": list(self.user_sets),
         }
 
     @property
@@ -187,8 +228,11 @@ class RecDataModule(LightningDataModule):
 
     def describe(self) -> dict:
         out = {"dataset": self.name, **self.data.describe(), **self.split.describe()}
-        if self.feature_encoder is not None:
-            out["n_features"] = self.feature_encoder.dim
+        if self.user_features is not None:
+            out["n_features"] = self.n_features
+        for name, m in self.user_sets.items():
+            out[f"n_{name}_pairs"] = int(m.nnz)
+            out[f"n_users_without_{name}"] = int((np.diff(m.indptr) == 0).sum())
         return out
 
     def identity(self) -> dict:

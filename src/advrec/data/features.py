@@ -10,13 +10,17 @@ std, or one-hot bucketed at given edges. Fitting on training users only keeps he
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from advrec.errors import AdvrecError
+
+log = logging.getLogger(__name__)
 
 
 def join_user_features(user_ids: np.ndarray, path: str | Path, id_column: str) -> pd.DataFrame:
@@ -26,7 +30,7 @@ def join_user_features(user_ids: np.ndarray, path: str | Path, id_column: str) -
     """
     from advrec.data.sources import read_table  # sources import this module's users
 
-    table = read_table(path)
+    table = read_table(path, dtype={id_column: str})  # ids as written (`05` stays `05`)
     if id_column not in table.columns:
         raise AdvrecError(
             f"{path}: no {id_column!r} column to join users on; columns present: "
@@ -126,3 +130,153 @@ class FeatureEncoder:
                 block = ((v - mean) / std).astype(np.float32)[:, None]
             blocks.append(block)
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(table), 0), np.float32)
+
+
+SET_FORMATS = ("edges", "npz")
+
+
+@dataclass
+class UserSet:
+    """A set-valued user feature: each user's set of other users (friends, followees) as a
+    multi-hot block over the data's users, in the data's user order.
+
+    `format=edges`: a table of pairs (`columns.user`, `columns.other`; CSV/TSV/whitespace by
+    extension, `header` as in the file); `format=npz`: a `scipy.sparse` square matrix whose row
+    and column i belong to the user whose raw id is the number i (Heater's user_content.npz).
+    `symmetric` adds every pair's reverse (friendship). Self-pairs are dropped (a user is not
+    their own evidence); ids the data does not have are an error unless `unknown=drop`.
+    A user with an empty set keeps an all-zero block: the models that read sets back off
+    explicitly for them (SocialPop to TopPop, the fold-in to the user's own items).
+    Sets are known for every user, cold ones included (they bring them at sign-up); they carry
+    no interactions, so nothing a cold user did reaches training through them.
+    """
+
+    name: str
+    path: str
+    format: str = "edges"
+    columns: dict = field(default_factory=lambda: {"user": "user", "other": "other"})
+    header: bool = True
+    sep: str | None = None
+    symmetric: bool = True
+    unknown: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.format not in SET_FORMATS:
+            raise AdvrecError(
+                f"data.features.sets.{self.name}.format={self.format!r}: choose {SET_FORMATS}"
+            )
+        if self.unknown not in ("error", "drop"):
+            raise AdvrecError(
+                f"data.features.sets.{self.name}.unknown={self.unknown!r}: choose error or drop"
+            )
+
+    def read(self, user_ids: np.ndarray) -> sp.csr_matrix:
+        """The (n_users x n_users) 0/1 matrix of the sets, rows and columns in `user_ids`
+        order."""
+        index = {str(u): i for i, u in enumerate(user_ids)}
+        if self.format == "npz":
+            left, right = self._npz(user_ids)
+        else:
+            left, right = self._edges()
+        where = f"{self.path} (data.features.sets.{self.name})"
+        if len(left) == 0:
+            raise AdvrecError(f"{where} holds no pairs; give a file with at least one")
+        a = pd.Series(left).map(index)
+        b = pd.Series(right).map(index)
+        unknown = a.isna() | b.isna()
+        if unknown.any():
+            names = sorted({*pd.Series(left)[a.isna()], *pd.Series(right)[b.isna()]}, key=str)
+            if self.unknown == "error":
+                raise AdvrecError(
+                    f"{where} names {len(names)} user id(s) the data does not have (e.g. "
+                    f"{names[:5]}); fix the file or set data.features.sets.{self.name}."
+                    "unknown=drop to leave those pairs out"
+                )
+            log.info("%s: %d pair(s) naming %d unknown user(s) left out", where,
+                     int(unknown.sum()), len(names))  # fmt: skip
+        a, b = a[~unknown].to_numpy(np.int64), b[~unknown].to_numpy(np.int64)
+        loops = a == b
+        if loops.any():
+            log.info("%s: %d self-pair(s) dropped", where, int(loops.sum()))
+            a, b = a[~loops], b[~loops]
+        n = len(user_ids)
+        m = sp.csr_matrix((np.ones(len(a), np.float32), (a, b)), shape=(n, n))
+        if self.symmetric:
+            m = m + m.T
+        m = m.tocsr()
+        m.data[:] = 1.0
+        m.sort_indices()
+        empty = int((np.diff(m.indptr) == 0).sum())
+        if empty:
+            log.info("%s: %d of %d users have an empty set (all-zero block)", where, empty, n)
+        return m
+
+    def _edges(self) -> tuple[np.ndarray, np.ndarray]:
+        from advrec.data.sources import read_table  # sources import this module's users
+
+        table = read_table(self.path, sep=self.sep, header=self.header, dtype=str)
+        if not self.header:
+            table.columns = [str(c) for c in table.columns]
+        cols = [self.columns.get("user"), self.columns.get("other")]
+        missing = [c for c in cols if c not in table.columns]
+        if missing:
+            raise AdvrecError(
+                f"{self.path}: column(s) {missing} not found; columns present: "
+                f"{list(table.columns)}. Set data.features.sets.{self.name}.columns"
+            )
+        pairs = table[cols].dropna()
+        if len(pairs) < len(table):
+            raise AdvrecError(
+                f"{self.path}: {len(table) - len(pairs)} line(s) lack a user or an other user; "
+                "fix the file"
+            )
+        return pairs[cols[0]].to_numpy(str), pairs[cols[1]].to_numpy(str)
+
+    def _npz(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        path = Path(self.path)
+        if not path.is_file():
+            raise AdvrecError(f"data file not found: {path} (data.features.sets.{self.name})")
+        try:
+            m = sp.load_npz(path).tocoo()
+        except (OSError, ValueError) as e:
+            raise AdvrecError(f"cannot read {path} as a scipy.sparse .npz: {e}") from None
+        if m.shape[0] != m.shape[1]:
+            raise AdvrecError(f"{path}: a {m.shape} matrix; a user set needs a square one")
+        # row i is the user whose raw id is the number i ("520" or "520.0")
+        by_number = {}
+        for u in user_ids:
+            try:
+                x = float(u)
+            except (TypeError, ValueError):
+                continue
+            if x.is_integer():
+                by_number[int(x)] = str(u)
+        keep = m.data != 0
+        names = np.vectorize(lambda i: by_number.get(int(i), f"#{i}"), otypes=[object])
+        rows, cols = m.row[keep], m.col[keep]
+        if not len(rows):
+            return np.array([], str), np.array([], str)
+        return names(rows).astype(str), names(cols).astype(str)
+
+
+def encode_sets(sets: list[UserSet], matrices: dict, table: pd.DataFrame | None, n_rows: int,
+                user_ids: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Multi-hot blocks of new users: the `<set name>` column of `table` lists known user ids
+    separated by `;` or spaces (an empty cell: an empty set)."""
+    index = {str(u): i for i, u in enumerate(user_ids)}
+    out = np.zeros((n_rows, sum(m.shape[1] for m in matrices.values())), np.float32)
+    lo = 0
+    for s in sets:
+        width = matrices[s.name].shape[1]
+        if table is not None and s.name in table.columns:
+            for r, cell in enumerate(table[s.name].fillna("").astype(str)):
+                ids = [t for t in cell.replace(";", " ").split() if t]
+                unknown = [t for t in ids if t not in index]
+                if unknown:
+                    raise AdvrecError(
+                        f"column {s.name!r} of row {r + 1} names user id(s) {unknown[:5]} the "
+                        "model does not know; list known users only"
+                    )
+                out[r, [lo + index[t] for t in ids]] = 1.0
+        lo += width
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,30 @@ import scipy.sparse as sp
 from advrec.errors import AdvrecError
 
 DUPLICATE_POLICIES = ("first", "last", "max", "sum", "error")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def raw_ids(values: pd.Series) -> pd.Series:
+    """Ids exactly as the file spells them: int64 when every id is an integer written in its
+    one canonical form that int64 holds (so `str(id)` gives back the same bytes), text
+    otherwise. `05` and `5`, `1e3`, `2^63`, `2^64 - 1` or `ü7` stay text; an unsigned column
+    beyond int64 (Parquet) becomes text instead of wrapping around to negative numbers."""
+    if pd.api.types.is_unsigned_integer_dtype(values.dtype):
+        if len(values) and int(values.max()) > _INT64[1]:
+            return values.astype(str)
+        return values.astype(np.int64)
+    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        return values  # integers, floats, ... as the reader typed them
+    text = values.astype(str)
+    if not text.str.fullmatch(_CANONICAL_INT).all():
+        return text
+    as_int = [int(v) for v in text]  # exact, however long
+    if min(as_int) < _INT64[0] or max(as_int) > _INT64[1]:
+        return text
+    return pd.Series(np.asarray(as_int, dtype=np.int64), index=values.index, name=values.name)
+
+
 TRAIN, VAL, TEST = 0, 1, 2  # values of `Interactions.folds` (predefined splits) and of splits
 
 
@@ -124,6 +149,7 @@ class Interactions:
             if df[col].isna().any():
                 bad = int(df[col].isna().sum())
                 raise AdvrecError(f"{source}: {bad} row(s) have an empty {col!r}; fix the file.")
+            df[col] = raw_ids(df[col])
         for col in (rating_col, time_col):
             if col is None:
                 continue

@@ -31,10 +31,13 @@ def read_table(
     header: bool = True,
     names: list[str] | None = None,
     encoding: str = "utf-8",
+    dtype=None,
 ) -> pd.DataFrame:
     """Read CSV/TSV/whitespace/Parquet with a clear error for a missing or broken file.
 
     `sep=None` picks by extension: .parquet, .tsv/.tab (tab), .csv (comma), else whitespace.
+    `dtype=str` reads text files as written (ids like `05` keep their zero; Parquet keeps its
+    own types); numbers are parsed later where a column is numeric.
     """
     path = Path(path)
     if not path.is_file():
@@ -51,6 +54,10 @@ def read_table(
             header=0 if header else None,
             names=names,
             encoding=encoding,
+            dtype=dtype,
+            # as text only an empty field is missing: an id "NA" or "null" is an id
+            keep_default_na=dtype is not str,
+            na_values=[""] if dtype is str else None,
             engine="python" if len(sep) > 1 and sep != r"\s+" else "c",
             skipinitialspace=True,
         )
@@ -172,7 +179,7 @@ class Files(Source):
                 f"data file not found: {self.path.resolve()} (data.source.path={self.path}; a "
                 "relative path is read from the folder advrec runs in). Check the path"
             )
-        df = read_table(self.path, sep=self.sep, header=self.header)
+        df = read_table(self.path, sep=self.sep, header=self.header, dtype=str)
         if not self.header:
             df.columns = [str(c) for c in df.columns]
         c = self.columns
@@ -196,7 +203,8 @@ FORMATS = {
     "csv": (",", True, None),
     "table": (None, True, None),  # CSV / TSV / Parquet with a header row, by extension
 }
-TEST_ONLY = ("keep", "drop", "error")
+TEST_ONLY = ("keep", "drop", "drop_items", "error")
+OVERLAPS = ("error", "drop")
 
 
 class Predefined(Source):
@@ -205,8 +213,16 @@ class Predefined(Source):
 
     `sep` and `header` override the format's. Ids that appear in the test or validation file
     but never in the training file follow `test_only`: `keep` them (an item only in the test
-    file stays in the catalogue, as the CFGAN splits need), `drop` those interactions, or
-    stop with an `error` that names them (`data=split_files`).
+    file stays in the catalogue, as the CFGAN splits need), `drop` those interactions,
+    `drop_items` drop only those with items training never has (new users stay: user cold
+    start, where the catalogue is the warm items, as Heater evaluates), or stop with an
+    `error` that names them (`data=split_files`).
+
+    A (user, item) pair in more than one file is a leak: a test pair the model trained on
+    scores as a hit it never had to predict. `overlap=error` (the default) refuses such files,
+    naming them, the count and examples; `overlap=drop` removes the pair from the later
+    held-out file (train > validation > test) and says how many it removed. `duplicates`
+    then only merges repeats within one file.
     """
 
     def __init__(
@@ -222,11 +238,14 @@ class Predefined(Source):
         duplicates: str = "first",
         keep_filtered_ids: bool = False,
         test_only: str = "keep",
+        overlap: str = "error",
     ):
         if format not in FORMATS:
             raise AdvrecError(f"unknown predefined format {format!r}; choose {list(FORMATS)}")
         if test_only not in TEST_ONLY:
             raise AdvrecError(f"data.source.test_only={test_only!r}: choose one of {TEST_ONLY}")
+        if overlap not in OVERLAPS:
+            raise AdvrecError(f"data.source.overlap={overlap!r}: choose one of {OVERLAPS}")
         self.train, self.test, self.format = Path(train), Path(test), format
         self.val = Path(val) if val else None
         self.columns = {"user": "user", "item": "item", "rating": "rating", "time": None}
@@ -236,6 +255,7 @@ class Predefined(Source):
         self.sep, self.header = sep, header
         self.threshold, self.duplicates = threshold, duplicates
         self.keep_filtered_ids, self.test_only = keep_filtered_ids, test_only
+        self.overlap = overlap
         self.name = f"{self.train.name}+{self.test.name}"
 
     def load(self) -> Interactions:
@@ -246,13 +266,14 @@ class Predefined(Source):
         files += [(self.val, VAL)] if self.val else []
         parts = []
         for path, fold in files:
-            df = read_table(path, sep=sep, header=header, names=names)
+            df = read_table(path, sep=sep, header=header, names=names, dtype=str)
             if not header and names is None:  # columns 0, 1, ...: mapped as "0", "1", ...
                 df.columns = [str(c) for c in df.columns]
             parts.append(df.assign(_fold=fold))
         df = pd.concat(parts, ignore_index=True)
         c = self.columns
         rating = c.get("rating") if c.get("rating") in df.columns else None
+        df = self._overlap(df, rating)
         return Interactions.from_frame(
             self._test_only(df, rating),
             c["user"],
@@ -266,6 +287,48 @@ class Predefined(Source):
             source=self.name,
         )
 
+    def _file(self, fold: int) -> str:
+        return {TRAIN: self.train, VAL: self.val, TEST: self.test}[fold].name
+
+    def _overlap(self, df: pd.DataFrame, rating: str | None) -> pd.DataFrame:
+        """`df` after the `overlap` policy for positive pairs (at or above `threshold`) that
+        more than one file holds."""
+        user, item = self.columns["user"], self.columns["item"]
+        if user not in df or item not in df:
+            return df  # (a missing column is named by Interactions.from_frame)
+        positive = df
+        if rating is not None and self.threshold is not None:
+            positive = df[pd.to_numeric(df[rating], errors="coerce") >= self.threshold]
+        pairs = positive[[user, item, "_fold"]].drop_duplicates()
+        first = pairs.groupby([user, item], sort=False)["_fold"].transform("min")
+        later = pairs[pairs["_fold"] != first]  # a pair in a later file than its first one
+        if later.empty:
+            return df
+        counts = later.assign(_first=first[later.index]).groupby(["_first", "_fold"]).size()
+        found = "; ".join(
+            f"{n} pair(s) in both {self._file(a)} and {self._file(b)}"
+            for (a, b), n in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        )
+        example = later[[user, item]].head(3).values.tolist()
+        if self.overlap == "error":
+            raise AdvrecError(
+                f"{self.name}: the split files overlap: {found} (e.g. {example}). A held-out "
+                "pair that is also trained on scores as a hit the model never had to predict "
+                "(a leaky split). Fix the files, or set data.source.overlap=drop to remove "
+                "those pairs from the later file (train > validation > test)"
+            )
+        leak = df.merge(later, on=[user, item, "_fold"], how="left", indicator=True)
+        keep = (leak["_merge"] == "left_only").to_numpy()
+        keep = keep | ~df.index.isin(positive.index)  # rows below the threshold never count
+        log.warning(
+            "%s: the split files overlap: %s; those pairs were removed from the later file "
+            "(%d rows, data.source.overlap=drop)",
+            self.name,
+            found,
+            int((~keep).sum()),
+        )
+        return df[keep]
+
     def _test_only(self, df: pd.DataFrame, rating: str | None) -> pd.DataFrame:
         """`df` after the `test_only` policy for ids the training file never has."""
         user, item = self.columns["user"], self.columns["item"]
@@ -275,10 +338,12 @@ class Predefined(Source):
         if rating is not None and self.threshold is not None:
             train = train[pd.to_numeric(train[rating], errors="coerce") >= self.threshold]
         new_user, new_item = ~df[user].isin(train[user]), ~df[item].isin(train[item])
+        if self.test_only == "drop_items":
+            new_user = new_user & False  # new users are the point (user cold start)
         unseen = (df["_fold"] != TRAIN) & (new_user | new_item)
         if not unseen.any():
             return df
-        if self.test_only == "drop":
+        if self.test_only in ("drop", "drop_items"):
             log.info(
                 "%s: %d test/validation interaction(s) of ids never in %s dropped",
                 self.name,

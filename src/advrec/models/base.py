@@ -11,8 +11,10 @@ hyper-parameters on the validation split (never on the test split).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from lightning import LightningModule
@@ -20,6 +22,7 @@ from lightning import LightningModule
 from advrec.data.batches import FitData, Phase, Plan
 from advrec.errors import AdvrecError
 from advrec.metrics import RankingMetrics, topk_ranked
+from advrec.utils.callbacks import nonfinite_weights
 
 
 class Recommender(LightningModule):
@@ -47,10 +50,23 @@ class Recommender(LightningModule):
     # hyper-parameter -> (the rule in words, a test of one value): `check_limits` checks the
     # set value and every searched candidate (ClosedForm's `search`) before anything is fitted
     limits: dict = {}
+    BATCH_SIZE = ("a whole number >= 1", lambda v: v >= 1 and v == int(v))
 
     def check_limits(self) -> None:
-        for name, (rule, ok) in self.limits.items():
-            for value in [self.hparams.get(name), *getattr(self, "search", {}).get(name, [])]:
+        """Refuse a value outside its model's `limits`, any non-finite number (`lam=inf`
+        fits an all-NaN model) and a batch size below 1, naming the key and the rule.
+        build_model calls it for every model; models that check in `__init__` fail earlier."""
+        search = getattr(self, "search", None) or {}
+        rules = dict(self.limits)
+        for name in self.hparams:
+            if "batch_size" in name and self.hparams[name] is not None:
+                rules.setdefault(name, self.BATCH_SIZE)
+        for name in {*self.hparams, *search}:
+            for value in [self.hparams.get(name), *search.get(name, [])]:
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise AdvrecError(f"model.{name}={value!r}: it must be a finite number")
+        for name, (rule, ok) in rules.items():
+            for value in [self.hparams.get(name), *search.get(name, [])]:
                 try:
                     good = bool(ok(float(value)))
                 except (TypeError, ValueError):
@@ -75,6 +91,21 @@ class Recommender(LightningModule):
 
     def on_fit_start(self) -> None:
         self.prepare_fit(self.trainer.datamodule.fit_data(self.plan()))
+
+    def fit_checked(self, matrix: sp.csr_matrix) -> None:
+        """`fit_matrix` (closed forms; EASE-GAN's start), refused when the fitted state holds
+        a NaN or inf (e.g. a solve that broke down): its scores, and every metric, would be
+        arbitrary."""
+        self.fit_matrix(matrix)
+        bad = nonfinite_weights(self)
+        bad += [k for k, m in (getattr(self, "sparse", None) or {}).items()
+                if not np.isfinite(m.data).all()]  # fmt: skip
+        if bad:
+            settings = {k: v for k, v in self.hparams.items() if k not in ("n_users", "n_items")}
+            raise AdvrecError(
+                f"{type(self).__name__} fitted non-finite values ({', '.join(bad[:3])}) with "
+                f"{settings}: its scores would be arbitrary; change those settings"
+            )
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Scores (B, n_items) for `users` given their dense `history` (B, n_items)."""
@@ -188,7 +219,12 @@ class ClosedForm(Recommender):
         return None
 
     def prepare_fit(self, data: FitData) -> None:
-        self.fit_matrix(data.train)
+        self.take_data(data)
+        self.fit_checked(data.train)
+
+    def take_data(self, data: FitData) -> None:
+        """Keep what `fit_matrix` needs beyond the matrix (GroupPop: the users' features);
+        called when a fit starts and before the protocol's grid search fits candidates."""
 
     def refit(self, matrix: sp.csr_matrix) -> None:
-        self.fit_matrix(matrix)
+        self.fit_checked(matrix)

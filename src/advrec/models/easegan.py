@@ -114,7 +114,7 @@ class EASEGAN(ConditionalGAN):
         self._popularity = torch.from_numpy(counts / self._n_rows).to(self.device)
         if bool(self.started):
             return
-        self.fit_matrix(m)
+        self.fit_checked(m)
         with torch.no_grad():
             self.w_ease.copy_(self.generator.weight)
         self.started.fill_(True)

@@ -91,9 +91,8 @@ class GroupPop(ClosedForm):
             code = code * (hi - lo + 1) + value
         return code
 
-    def prepare_fit(self, data: FitData) -> None:
+    def take_data(self, data: FitData) -> None:
         self._features = data.user_features.cpu()
-        super().prepare_fit(data)
 
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
         users = np.flatnonzero(np.diff(matrix.indptr) > 0)

@@ -9,6 +9,7 @@ import shlex
 import sys
 import warnings
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from rich.console import Console
@@ -162,3 +163,43 @@ def user_errors(fn):
         sys.exit(2)
 
     return wrapper
+
+
+def writable_folder(folder) -> str | None:
+    """None when files can be created in `folder` (made if missing), else why not. Tried for
+    real: permission bits say nothing to root on a read-only file system."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".advrec-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+class OutputFolderCheck(Callback):
+    """Hydra callback (conf/hydra/default.yaml): the run or sweep folder must be writable
+    before Hydra creates its logs there; otherwise one line, exit 2, instead of Hydra's
+    logging traceback."""
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        folder = OmegaConf.select(config, key)
+        why = writable_folder(folder) if folder else None
+        if why:
+            print(
+                f"advrec: error: cannot write the output folder {folder} ({why}); give a "
+                f"writable one: {key}=<folder> (or paths.log_dir=<folder>)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config, "hydra.sweep.dir")
