@@ -40,9 +40,10 @@ def test_a_shipped_config_composes_and_builds(group, name):
     Protocol.from_config(cfg.protocol)
     get_class(cfg.data.source._target_)  # the source class exists (its data may not here)
     cls = model_class(cfg)
-    # a tiny encoded feature matrix: the MovieLens columns, one-hot blocks of 2-4 columns
-    blocks = {"gender": [0, 2], "age": [2, 5], "occupation": [5, 9]}
-    extra = {"n_features": 9, "feature_blocks": blocks}
+    # a tiny encoded feature matrix: the MovieLens columns, one-hot blocks of 2-4 columns, and
+    # a user set (friends) over the 12 users
+    blocks = {"gender": [0, 2], "age": [2, 5], "occupation": [5, 9], "friends": [9, 21]}
+    extra = {"n_features": 21, "feature_blocks": blocks}
     accepted = inspect.signature(cls.__init__).parameters
     model = instantiate(
         cfg.model,

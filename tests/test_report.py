@@ -94,7 +94,9 @@ def test_report_errors_are_clear(tmp_path):
     assert proc.returncode == 2 and "no metrics.json under" in proc.stderr
     run = tmp_path / "r"
     run.mkdir()
-    (run / "metrics.json").write_text(json.dumps({"model": "X", "test/ndcg@20": 0.1}))
+    (run / "metrics.json").write_text(
+        json.dumps({"model": "X", "data": "d", "protocol": "p", "test/ndcg@20": 0.1})
+    )
     proc = run_cli("report", f"runs={tmp_path}", "k=50", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "['test/precision@50'" in proc.stderr
 
@@ -110,7 +112,9 @@ def test_report_logs_table_and_plots_to_wandb_offline(multirun, tmp_path, monkey
     assert {"metrics", "gan"} <= media  # metrics_at_k and gan_training were logged
 
 
-@pytest.mark.parametrize("data", ["cfgan_ml100k", "cfgan_ciao", "lastfm"])
+@pytest.mark.parametrize(
+    "data", ["cfgan_ml100k", "cfgan_ciao", "lastfm", "lastfm_coldstart", "lastfm_coldstart_heater"]
+)
 def test_benchmark_lists_every_tuned_model(data):
     from hydra import compose, initialize_config_dir
 
@@ -122,7 +126,8 @@ def test_benchmark_lists_every_tuned_model(data):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", [f"experiment={bench}"], return_hydra_config=True)
         tuned = cfg.hydra.sweeper.params.tuned.split(",")
-        files = (REPO / "conf" / "tuned").glob(f"*_{data}.yaml")
+        suffix = data.removesuffix("_heater")  # both Last.fm cold-start splits share rows
+        files = (REPO / "conf" / "tuned").glob(f"*_{suffix}.yaml")
         assert sorted(tuned) == sorted(p.stem for p in files)
         labels = set()
         for name in tuned:
@@ -282,3 +287,27 @@ def test_averaged_gan_curves_count_the_runs_behind_each_epoch(tmp_path):
     assert counts["IRGAN"].tolist() == [2, 2, 1, 1] and counts["IRGAN"].index[0] == 1
     assert curves["IRGAN"]["train/d_loss"].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert curves["IRGAN"]["train/D_real"].tolist() == [0.6] * 4
+
+
+def test_the_validation_panel_plots_the_ndcg_a_run_logged(tmp_path, monkeypatch):
+    """Runs with ks=[20,50,100] log no val/ndcg@10: the panel shows @20 instead of
+    'not logged by this model'."""
+    import advrec.report as report
+
+    (tmp_path / "a" / "csv").mkdir(parents=True)
+    pd.DataFrame(
+        {"epoch": [0, 1], "train/d_loss": [1.0, 0.9], "val/ndcg@20": [0.2, 0.3],
+         "val/ndcg@50": [0.1, 0.2]}
+    ).to_csv(tmp_path / "a" / "csv" / "metrics.csv", index=False)  # fmt: skip
+    runs = pd.DataFrame({"label": ["G"], "run": [str(tmp_path / "a")]})
+    plotted = []
+    plt = report._pyplot()
+    original = plt.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        plotted.append(kwargs.get("label"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Axes, "plot", spy)
+    assert report.plot_gan_training(runs, ["label"], tmp_path / "g.png")
+    assert "NDCG@20" in plotted

@@ -342,8 +342,9 @@ def gan_curves(runs: pd.DataFrame, group_by: Sequence[str]) -> tuple[dict, dict]
 
 
 def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) -> bool:
-    """Losses, D(real) / D(fake) and validation NDCG@10 per epoch for the GAN runs, each
-    panel titled with the number of runs averaged (and a count line where it changes)."""
+    """Losses, D(real) / D(fake) and validation NDCG (@10, else the smallest K logged) per
+    epoch for the GAN runs, each panel titled with the number of runs averaged (and a count
+    line where it changes)."""
     plt = _pyplot()
 
     curves, counts = gan_curves(runs, group_by)
@@ -354,7 +355,7 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
     # one row per model: their losses live on different scales
     fig, axes = plt.subplots(len(curves), 3, figsize=(16, 3.8 * len(curves)), squeeze=False)
     titles = ("training losses", "discriminator outputs", "validation")
-    ylabels = ("loss (epoch mean)", "mean D output (probability)", "NDCG@10 (validation)")
+    ylabels = ("loss (epoch mean)", "mean D output (probability)", "NDCG (validation)")
     for row, (name, c) in zip(axes, curves.items(), strict=True):
         for (col, what), style in zip(GAN_CURVES, ("-", "--"), strict=True):
             if col in c:
@@ -362,9 +363,11 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
         for (col, what), style in zip(D_CURVES, ("-", "--"), strict=True):
             if col in c:
                 row[1].plot(c.index, c[col], style, color="C1", label=what)
-        if "val/ndcg@10" in c:
-            val = c["val/ndcg@10"].dropna()
-            row[2].plot(val.index, val, "o-", color="C2", markersize=3, label="NDCG@10")
+        logged = sorted((k for k in c if k.startswith("val/ndcg@")), key=lambda k: int(k[9:]))
+        if logged:  # runs with ks=[20,50,100] log no @10
+            key = "val/ndcg@10" if "val/ndcg@10" in logged else logged[0]
+            val = c[key].dropna()
+            row[2].plot(val.index, val, "o-", color="C2", markersize=3, label=key[4:].upper())
         n = counts[name]
         if n.nunique() > 1:  # runs stopped early: say how many are averaged where
             twin = row[2].twinx()

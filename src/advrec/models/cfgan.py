@@ -14,9 +14,12 @@ One epoch = `d_steps` passes of D over all rows at `batch_size_d`, then
 `g_steps` passes of G at `batch_size_g` (the authors' schedule).
 
 `condition` (user rows) says what G and D are conditioned on: `history` (c = the user's
-vector, the paper), `history+features` (c = [vector ; encoded features]) or `features`
-(c = the features alone: cold start, a preference vector for someone never seen). D always
-sees [c ; real or masked generated vector].
+vector, the paper), `history+features` (c = [vector ; encoded features]), `features`
+(c = the features alone: cold start, a preference vector for someone never seen), `social`
+(c = the friends' pseudo-history: the share of the user's friends that have each item in the
+known history, from the user set `set_name`; advrec's extension for social cold start) or
+`history+social` (c = [vector ; pseudo-history]). D always sees [c ; real or masked
+generated vector].
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from advrec.errors import AdvrecError
 from advrec.models.gan import GANRecommender
 from advrec.models.nets import l2, mlp
 from advrec.models.samplers import HashedNegatives
+from advrec.models.social import SocialHistory, set_block
 
 SCHEMES = ("ZR", "PM", "ZP")
 NEGATIVES = ("independent", "shared")
-CONDITIONS = ("history", "history+features", "features")
+CONDITIONS = ("history", "history+features", "features", "social", "history+social")
 ZR, PM = 0, 1  # hash salts of the two negative samples
 
 
@@ -167,7 +171,7 @@ class ConditionalGAN(GANRecommender):
 class CFGAN(ConditionalGAN):
     """CFGAN; see the module docstring for the method."""
 
-    data_facts = ("n_features",)
+    data_facts = ("n_features", "feature_blocks")
 
     def __init__(
         self,
@@ -177,6 +181,8 @@ class CFGAN(ConditionalGAN):
         scheme: str = "ZP",
         condition: str = "history",
         n_features: int = 0,
+        feature_blocks: dict | None = None,
+        set_name: str = "friends",
         s_zr: float = 70.0,
         s_pm: float = 70.0,
         negatives: str = "independent",
@@ -212,8 +218,17 @@ class CFGAN(ConditionalGAN):
                 "configured: set data.features.categorical / numeric (and data.features.path "
                 "for a CSV keyed by user id)"
             )
+        social = None
+        if condition in ("social", "history+social"):
+            social = SocialHistory(set_block(feature_blocks, set_name, "CFGAN"))
         n = n_items if rows == "users" else n_users  # length of one row vector
-        c = {"history": n, "history+features": n + n_features, "features": n_features}[condition]
+        c = {
+            "history": n,
+            "history+features": n + n_features,
+            "features": n_features,
+            "social": n,
+            "history+social": 2 * n,
+        }[condition]
         generator = mlp([c + noise_dim, *g_hidden, n], g_act, g_out_act)
         super().__init__(
             n_users,
@@ -231,6 +246,7 @@ class CFGAN(ConditionalGAN):
         )
         self.save_hyperparameters()
         self.uses_features = condition != "history"
+        self.social = social
         self.adversarial = adversarial
         self._all_scores: torch.Tensor | None = None
 
@@ -241,8 +257,16 @@ class CFGAN(ConditionalGAN):
             return x
         if features is None:
             raise AdvrecError(f"model.condition={kind}: the batch carries no user features")
+        if self.social is not None:
+            p = self.social.mean(features).to(x.dtype)
+            return p if kind == "social" else torch.cat([x, p], 1)
         f = features.to(x.dtype)
         return f if kind == "features" else torch.cat([x, f], 1)
+
+    def prepare_fit(self, data: FitData) -> None:
+        super().prepare_fit(data)
+        if self.social is not None:  # training pseudo-histories: the friends' training items
+            self.social.use(data.train, self.device)
 
     def generate(self, cond: torch.Tensor) -> torch.Tensor:
         if self.hparams.noise_dim:
@@ -267,8 +291,11 @@ class CFGAN(ConditionalGAN):
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
     def prepare_scoring(self, history: sp.csr_matrix) -> None:
-        """Item-based: generate every item's row once from `history`, transpose, cache."""
+        """Item-based: generate every item's row once from `history`, transpose, cache.
+        Social conditions: the friends' pseudo-histories come from `history`."""
         self._all_scores = None
+        if self.social is not None:
+            self.social.use(history, self.device)
         if self.rows == "users":
             return
         cols = history.T.tocsr()  # items x users
