@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from advrec.models.base import ClosedForm
-from advrec.models.social import set_block
+from advrec.models.social import set_block, tiebreak_popularity
 
 
 class LoCo(ClosedForm):
@@ -77,8 +77,7 @@ class LoCo(ClosedForm):
         self.decode = torch.zeros(rank, self.n_items, device=self.device)
         self.project[:, :q] = v.to(self.device)
         self.decode[:q] = (shrink[:, None] * ut_r).to(self.device)
-        counts = np.bincount(matrix.indices, minlength=self.n_items).astype(np.float32)
-        self.popularity = torch.from_numpy(counts / (counts.max() + 1.0)).to(self.device)
+        self.popularity = tiebreak_popularity(matrix, self.n_items).to(self.device)
 
     def score_batch(self, batch: dict) -> torch.Tensor:
         lo, hi = self.block

@@ -50,6 +50,13 @@ def sparse_history(history: sp.csr_matrix, device) -> torch.Tensor:
     )
 
 
+def tiebreak_popularity(matrix: sp.csr_matrix, n_items: int) -> torch.Tensor:
+    """Item counts of `matrix` scaled below 1 (count / (max + 1)): TopPop as a tie-break
+    that never outweighs one unit of real evidence, and the back-off for empty rows."""
+    counts = np.bincount(matrix.indices, minlength=n_items).astype(np.float32)
+    return torch.from_numpy(counts / (counts.max() + 1.0))
+
+
 class SocialHistory:
     """The friends' known histories of a batch of users: `friends (B x users) @ H`, with H the
     history of the stage being scored (set by `use`)."""
@@ -101,8 +108,7 @@ class SocialPop(ClosedForm):
         self.register_buffer("popularity", torch.zeros(n_items))
 
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
-        counts = np.bincount(matrix.indices, minlength=self.n_items).astype(np.float32)
-        self.popularity = torch.from_numpy(counts / (counts.max() + 1.0)).to(self.device)
+        self.popularity = tiebreak_popularity(matrix, self.n_items).to(self.device)
 
     def prepare_scoring(self, history: sp.csr_matrix) -> None:
         self.social.use(history, self.device)
@@ -139,8 +145,7 @@ class SocialEASE(EASE):
 
     def fit_matrix(self, matrix: sp.csr_matrix) -> None:
         super().fit_matrix(matrix)
-        counts = np.bincount(matrix.indices, minlength=self.n_items).astype(np.float32)
-        self.popularity = torch.from_numpy(counts / (counts.max() + 1.0)).to(self.device)
+        self.popularity = tiebreak_popularity(matrix, self.n_items).to(self.device)
 
     def prepare_scoring(self, history: sp.csr_matrix) -> None:
         self.social.use(history, self.device)
