@@ -314,6 +314,12 @@ def test_recommend_serves_a_new_user_from_a_friend_list(social_files, tmp_path):
                    cwd=tmp_path, check=False)  # fmt: skip
     one_line_refusal(proc, "['nobody']")
     assert not (tmp_path / "x.csv").exists()
+    new.drop(columns="friends").to_csv(tmp_path / "bad.csv", index=False)  # forgot the column
+    proc = run_cli("recommend", f"ckpt_path={run / 'checkpoints' / 'final.ckpt'}",
+                   f"new_users_file={tmp_path / 'bad.csv'}", f"output={tmp_path / 'x.csv'}",
+                   cwd=tmp_path, check=False)  # fmt: skip
+    one_line_refusal(proc, "has no 'friends' column")
+    assert not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -324,6 +330,8 @@ def test_recommend_serves_a_new_user_from_a_friend_list(social_files, tmp_path):
         ("empty.csv", [], "holds no pairs"),
         ("friends.csv", ["model=socialpop", "+data.features.sets.friends.format=xml"],
          "format='xml'"),
+        ("friends.csv", ["data.features.sets.friends=friends.csv"],
+         "data.features.sets.friends='friends.csv': give its settings"),
     ],
 )  # fmt: skip
 def test_a_bad_friends_file_or_setting_is_one_line_and_writes_nothing(

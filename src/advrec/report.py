@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -377,7 +378,8 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
             twin.yaxis.set_major_locator(MaxNLocator(integer=True))
         runs_note = f"{n.max()} runs" if n.nunique() == 1 else f"{n.min()}-{n.max()} runs"
         for ax, title, ylabel in zip(row, titles, ylabels, strict=True):
-            ax.set_title(f"{name}: {title} (mean of {runs_note})", fontsize=10)
+            # wrapped: a long group name ran into the next panel's title
+            ax.set_title(textwrap.fill(f"{name}: {title} (mean of {runs_note})", 60), fontsize=9)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)

@@ -93,22 +93,15 @@ def heal_journal(path: Path) -> int:
     if not path.is_file() or path.stat().st_size == 0:
         return 0
     data = path.read_bytes()
-    cut = data.rfind(b"\n", 0, len(data) - 1) + 1 if data.endswith(b"\n") else None
-    if cut is None:  # the last record never got its newline
-        cut = data.rfind(b"\n") + 1
-        try:
-            json.loads(data[cut:])  # whole, only the newline is missing: add it
+    cut = data.rstrip(b"\n").rfind(b"\n") + 1  # where the last record starts
+    try:
+        json.loads(data[cut:])
+        if not data.endswith(b"\n"):  # whole, only its newline is missing: add it
             with open(path, "ab") as f:
                 f.write(b"\n")
-            return 0
-        except ValueError:
-            pass
-    else:  # complete lines: is the last one a record?
-        try:
-            json.loads(data[cut:])
-            return 0
-        except ValueError:
-            pass
+        return 0
+    except ValueError:
+        pass
     torn = data[cut:]
     with open(path.with_name(path.name + ".torn"), "ab") as f:
         f.write(torn + b"\n")

@@ -140,6 +140,12 @@ class RecDataModule(LightningDataModule):
         cfg = dict(self.features_cfg)
         path, id_column = cfg.pop("path", None), cfg.pop("id_column", None) or "user"
         sets = cfg.pop("sets", None) or {}
+        bad = [k for k, v in sets.items() if not isinstance(v, dict)]
+        if bad:
+            raise AdvrecError(
+                f"data.features.sets.{bad[0]}={sets[bad[0]]!r}: give its settings, e.g. "
+                f"+data.features.sets.{bad[0]}.path=friends.csv"
+            )
         try:
             self.set_specs = [UserSet(name=k, **dict(v)) for k, v in sets.items()]
         except TypeError as e:
@@ -188,9 +194,7 @@ class RecDataModule(LightningDataModule):
         if self.feature_encoder is not None:
             parts.append(self.feature_encoder.transform(table))
         if self.user_sets:
-            parts.append(
-                encode_sets(self.set_specs, self.user_sets, table, len(table), self.data.user_ids)
-            )
+            parts.append(encode_sets(self.set_specs, self.user_sets, table, self.data.user_ids))
         return torch.from_numpy(np.concatenate(parts, axis=1))
 
     def with_validation_in_train(self) -> RecDataModule:
@@ -211,7 +215,6 @@ class RecDataModule(LightningDataModule):
         return {
             "n_features": self.n_features,
             "feature_blocks": {c: list(b) for c, b in self.feature_blocks().items()},
-            "user_sets": list(self.user_sets),
         }
 
     @property

@@ -259,24 +259,31 @@ class UserSet:
         return names(rows).astype(str), names(cols).astype(str)
 
 
-def encode_sets(sets: list[UserSet], matrices: dict, table: pd.DataFrame | None, n_rows: int,
-                user_ids: np.ndarray) -> np.ndarray:  # fmt: skip
+def encode_sets(
+    sets: list[UserSet], matrices: dict, table: pd.DataFrame, user_ids: np.ndarray
+) -> np.ndarray:
     """Multi-hot blocks of new users: the `<set name>` column of `table` lists known user ids
-    separated by `;` or spaces (an empty cell: an empty set)."""
+    separated by `;` or spaces (an empty cell: an empty set, answered with the back-off). A
+    missing column is refused: an all-zero block would quietly turn every user into one
+    without friends."""
     index = {str(u): i for i, u in enumerate(user_ids)}
-    out = np.zeros((n_rows, sum(m.shape[1] for m in matrices.values())), np.float32)
+    out = np.zeros((len(table), sum(m.shape[1] for m in matrices.values())), np.float32)
     lo = 0
     for s in sets:
-        width = matrices[s.name].shape[1]
-        if table is not None and s.name in table.columns:
-            for r, cell in enumerate(table[s.name].fillna("").astype(str)):
-                ids = [t for t in cell.replace(";", " ").split() if t]
-                unknown = [t for t in ids if t not in index]
-                if unknown:
-                    raise AdvrecError(
-                        f"column {s.name!r} of row {r + 1} names user id(s) {unknown[:5]} the "
-                        "model does not know; list known users only"
-                    )
-                out[r, [lo + index[t] for t in ids]] = 1.0
-        lo += width
+        if s.name not in table.columns:
+            raise AdvrecError(
+                f"the new users' file has no {s.name!r} column, which the model's data encodes "
+                f"(data.features.sets.{s.name}); add it: known user ids separated by ';', an "
+                "empty cell for none"
+            )
+        for r, cell in enumerate(table[s.name].fillna("").astype(str)):
+            ids = [t for t in cell.replace(";", " ").split() if t]
+            unknown = [t for t in ids if t not in index]
+            if unknown:
+                raise AdvrecError(
+                    f"column {s.name!r} of row {r + 1} names user id(s) {unknown[:5]} the "
+                    "model does not know; list known users only"
+                )
+            out[r, [lo + index[t] for t in ids]] = 1.0
+        lo += matrices[s.name].shape[1]
     return out

@@ -338,16 +338,17 @@ class Predefined(Source):
         if rating is not None and self.threshold is not None:
             train = train[pd.to_numeric(train[rating], errors="coerce") >= self.threshold]
         new_user, new_item = ~df[user].isin(train[user]), ~df[item].isin(train[item])
-        if self.test_only == "drop_items":
-            new_user = new_user & False  # new users are the point (user cold start)
+        if self.test_only == "drop_items":  # new users are the point (user cold start)
+            new_user = pd.Series(False, index=df.index)
         unseen = (df["_fold"] != TRAIN) & (new_user | new_item)
         if not unseen.any():
             return df
         if self.test_only in ("drop", "drop_items"):
             log.info(
-                "%s: %d test/validation interaction(s) of ids never in %s dropped",
+                "%s: %d test/validation interaction(s) of %s never in %s dropped",
                 self.name,
                 int(unseen.sum()),
+                "items" if self.test_only == "drop_items" else "ids",
                 self.train.name,
             )
             return df[~unseen]
