@@ -78,6 +78,15 @@ def test_overlap_drop_removes_the_pairs_from_the_later_file_and_says_so(tmp_path
     assert m["dataset"]["n_test"] == 1  # a,z stays; b,x (in val) and c,x (in train) left
 
 
+@pytest.mark.parametrize("key", ["data.source.overlap", "data.source.test_only"])
+def test_a_misspelt_split_policy_is_one_line(tmp_path, key):
+    args = _split_files(tmp_path, TRAIN, "a,z\n")
+    proc = run_cli("train", *args, *POP, f"{key}=bogus", f"hydra.run.dir={tmp_path / 'run'}",
+                   cwd=tmp_path, check=False)  # fmt: skip
+    one_line_refusal(proc, f"{key}='bogus': choose one of")
+    assert "full_key" not in proc.stderr  # Hydra's wrapper lines are gone
+
+
 # -- raw ids survive byte for byte ---------------------------------------------------------
 IDS = ["05", "5", "007", "9223372036854775808", "18446744073709551615", "ü7", "用户", "NA"]
 

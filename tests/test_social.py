@@ -330,6 +330,9 @@ def test_recommend_serves_a_new_user_from_a_friend_list(social_files, tmp_path):
         ("empty.csv", [], "holds no pairs"),
         ("friends.csv", ["model=socialpop", "+data.features.sets.friends.format=xml"],
          "format='xml'"),
+        ("nofile.csv", [], "(data.features.sets.friends.path="),
+        ("friends.csv", ["+data.features.sets.friends.symetric=true"],
+         "unexpected keyword argument 'symetric'"),
         ("friends.csv", ["data.features.sets.friends=friends.csv"],
          "data.features.sets.friends='friends.csv': give its settings"),
     ],
@@ -347,7 +350,15 @@ def test_a_bad_friends_file_or_setting_is_one_line_and_writes_nothing(
     assert not (run / "metrics.json").exists() and not (run / "checkpoints").exists()
 
 
-def test_a_social_model_without_a_user_set_is_one_line(tmp_path):
-    proc = run_cli("train", "model=socialease", "data=synthetic", f"hydra.run.dir={tmp_path}",
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["model=socialease"], "SocialEASE"),
+        (["model=loco"], "LoCo"),
+        (["model=cfgan", "model.rows=users", "model.condition=social"], "CFGAN"),
+    ],
+)
+def test_a_social_model_without_a_user_set_is_one_line(tmp_path, args, name):
+    proc = run_cli("train", *args, "data=synthetic", f"hydra.run.dir={tmp_path}",
                    cwd=tmp_path, check=False)  # fmt: skip
-    one_line_refusal(proc, "SocialEASE reads the user set 'friends'", "data.features.sets")
+    one_line_refusal(proc, f"{name} reads the user set 'friends'", "data.features.sets")

@@ -110,6 +110,8 @@ class RecDataModule(LightningDataModule):
             try:
                 source = instantiate(source)
             except InstantiationException as e:
+                if isinstance(e.__cause__, AdvrecError):  # the source's own check says it best
+                    raise e.__cause__ from None
                 raise AdvrecError(f"bad data.source option: {e}") from None
         data: Interactions = source.load()
         self.split = make_split(

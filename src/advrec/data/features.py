@@ -214,6 +214,12 @@ class UserSet:
     def _edges(self) -> tuple[np.ndarray, np.ndarray]:
         from advrec.data.sources import read_table  # sources import this module's users
 
+        if not Path(self.path).is_file():
+            raise AdvrecError(
+                f"data file not found: {Path(self.path).resolve()} (data.features.sets."
+                f"{self.name}.path={self.path}; a relative path is read from the folder advrec "
+                "runs in)"
+            )
         table = read_table(self.path, sep=self.sep, header=self.header, dtype=str)
         if not self.header:
             table.columns = [str(c) for c in table.columns]
@@ -235,7 +241,9 @@ class UserSet:
     def _npz(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         path = Path(self.path)
         if not path.is_file():
-            raise AdvrecError(f"data file not found: {path} (data.features.sets.{self.name})")
+            raise AdvrecError(
+                f"data file not found: {path.resolve()} (data.features.sets.{self.name}.path)"
+            )
         try:
             m = sp.load_npz(path).tocoo()
         except (OSError, ValueError) as e:

@@ -212,15 +212,15 @@ class CFGAN(ConditionalGAN):
             raise AdvrecError(f"model.condition={condition!r}: choose one of {CONDITIONS}")
         if condition != "history" and rows != "users":
             raise AdvrecError(f"model.condition={condition} conditions users: set model.rows=users")
+        social = None
+        if condition in ("social", "history+social"):  # names the missing set, if it is
+            social = SocialHistory(set_block(feature_blocks, set_name, "CFGAN"))
         if condition != "history" and n_features == 0:
             raise AdvrecError(
                 f"model.condition={condition} needs user features, and the data has none "
                 "configured: set data.features.categorical / numeric (and data.features.path "
                 "for a CSV keyed by user id)"
             )
-        social = None
-        if condition in ("social", "history+social"):
-            social = SocialHistory(set_block(feature_blocks, set_name, "CFGAN"))
         n = n_items if rows == "users" else n_users  # length of one row vector
         c = {
             "history": n,
