@@ -285,24 +285,17 @@ def test_recommend_for_brand_new_users_from_a_features_csv(files, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dataset"]["n_features"] == 4 + 3 + 1
 
-    new.drop(columns="group").to_csv(tmp_path / "bad.csv", index=False)
-    proc = run_cli(
-        "recommend",
-        f"ckpt_path={ckpt}",
-        f"new_users_file={tmp_path / 'bad.csv'}",
-        f"output={tmp_path / 'x.csv'}",
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 2 and "['group'] not in the feature table" in proc.stderr
-    assert not (tmp_path / "x.csv").exists()
-
-    # a new-user file that contradicts itself or the users the model knows: one line each
-    for rows, words in (
-        (["carol", "carol"], "['carol'] appear more than once"),
-        (["dave", "u3"], "already belong to users the model was trained with (e.g. ['u3'])"),
+    # a file without a configured column, or that contradicts itself or the users the model
+    # knows: one line each, nothing written
+    for bad, words in (
+        (new.drop(columns="group"), "['group'] not in the feature table"),
+        (new.assign(user=["carol", "carol"]), "['carol'] appear more than once"),
+        (
+            new.assign(user=["dave", "u3"]),
+            "already belong to users the model was trained with (e.g. ['u3'])",
+        ),
     ):
-        new.assign(user=rows).to_csv(tmp_path / "bad.csv", index=False)
+        bad.to_csv(tmp_path / "bad.csv", index=False)
         proc = run_cli(
             "recommend",
             f"ckpt_path={ckpt}",

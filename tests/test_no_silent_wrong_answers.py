@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from advrec.errors import AdvrecError
 from advrec.models.ease import EASE
 from advrec.sweep import SweepLock, heal_journal, open_storage
-from tests.helpers import REPO, as_from_a_terminal, one_line_refusal, run_cli
+from tests.helpers import as_from_a_terminal, one_line_refusal, run_cli
 
 POP = ["model=pop", "logger=csv", "protocol=original", "ks=[1,2]"]
 GAN = [
@@ -303,4 +303,3 @@ def test_entry_points_started_by_the_tests_get_a_default_ctrl_c(tmp_path):
         signal.signal(signal.SIGINT, previous)
     assert plain.stdout.strip() == "False"  # what the Ctrl-C tests met before
     assert fixed.stdout.strip() == "True"
-    assert REPO.is_dir()

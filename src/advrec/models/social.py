@@ -137,9 +137,8 @@ class SocialEASE(EASE):
         set_name: str = "friends",
         **kw,
     ):
-        super().__init__(n_users, n_items, lam=lam, **kw)
+        super().__init__(n_users, n_items, lam=lam, **kw)  # checks social_weight too
         self.save_hyperparameters()
-        self.check_limits()
         self.social = SocialHistory(set_block(feature_blocks, set_name, "SocialEASE"))
         self.register_buffer("popularity", torch.zeros(n_items))
 
