@@ -12,7 +12,9 @@ import torch
 from advrec.data.batches import Plan
 from advrec.data.datamodule import RecDataModule
 from advrec.data.interactions import Interactions
+from advrec.data.interactions import SHOWN_TEST, SHOWN_VAL, TEST, TRAIN
 from advrec.data.splits import VAL, make_split
+from advrec.errors import AdvrecError
 from advrec.models.cfgan import CFGAN
 from advrec.models.pop import GroupPop, TopPop
 from tests.helpers import one_line_refusal, quiet_trainer, run_cli
@@ -92,6 +94,74 @@ def test_only_cold_start_splits_drop_users_from_training():
     warm.setup()
     assert (np.diff(warm.train_matrix.indptr) == 0).any()  # users without training items...
     assert len(warm.train_rows()) == warm.n_users  # ...still train, as they always have
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_few_shot_reveals_n_items_that_are_never_targets_nor_trained_on(n):
+    data = GroupTaste().load()
+    pure = make_split(data, method="cold_users", test_fraction=0.2, val_fraction=0.1, seed=3)
+    split = make_split(
+        data, method="cold_users", test_fraction=0.2, val_fraction=0.1, seed=3, reveal=n
+    )
+    assert np.array_equal(split.folds == TRAIN, pure.folds == TRAIN)  # the same users are cold
+    rows, _ = data.coo()
+    for fold, shown in ((TEST, SHOWN_TEST), (VAL, SHOWN_VAL)):
+        users = np.unique(rows[pure.folds == fold])
+        per_user = np.bincount(rows[split.folds == shown], minlength=data.n_users)[users]
+        assert (per_user == min(n, 5)).all()  # 6 items each: at most all but one shown
+        targets = np.bincount(rows[split.folds == fold], minlength=data.n_users)[users]
+        assert (targets == 6 - min(n, 5)).all()
+    # revealed items are history, never targets; never trained on while the user is cold
+    assert split.test_history.multiply(split.test).nnz == 0
+    assert split.val_history.multiply(split.val).nnz == 0
+    assert split.train.multiply(split.test_history - split.train).nnz == 0
+    assert (split.val_history - split.train).nnz == (split.folds == SHOWN_VAL).sum()
+    assert (split.test_history - split.train_full).nnz == (split.folds == SHOWN_TEST).sum()
+    dm = RecDataModule(
+        source=GroupTaste(), split={"method": "cold_users", "test_fraction": 0.2, "reveal": n},
+        val_fraction=0.1, seed=3,
+    )  # fmt: skip
+    dm.setup()
+    cold = set(rows[np.isin(pure.folds, (TEST, VAL))].tolist())
+    assert not cold & set(dm.train_rows().tolist())
+    assert dm.describe()["n_revealed"] == (split.folds >= SHOWN_VAL).sum()
+    batch = next(iter(dm.test_dataloader()))
+    shown = dm.test_history_matrix[batch["users"].numpy()].toarray()
+    assert np.array_equal(batch["history"].numpy(), shown)  # scored with what they reveal
+    assert not (batch["history"] * batch["target"]).any()
+
+
+def test_few_shot_needs_a_cold_start_split_and_a_count():
+    data = GroupTaste().load()
+    with pytest.raises(AdvrecError, match="split.reveal needs a cold-start split"):
+        make_split(data, method="random_holdout", reveal=3)
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(AdvrecError, match="split.reveal="):
+            make_split(data, method="cold_users", reveal=bad)
+
+
+def test_a_predefined_split_holds_out_users_without_training_interactions(tmp_path):
+    """Heater's files: users only in the validation / test file are cold; they are no
+    training rows (they were empty rows of every trained model's batches), and they can
+    reveal items like the cold users of a cold_users split."""
+    from advrec.data.sources import Predefined
+
+    log = pd.DataFrame({"user": np.repeat(np.arange(30), 4), "item": np.tile(np.arange(4), 30)})
+    for name, users in (("train", range(20)), ("vali", range(20, 25)), ("test", range(25, 30))):
+        log[log.user.isin(users)].to_csv(tmp_path / f"{name}.csv", index=False)
+    for reveal in (0, 2):
+        dm = RecDataModule(
+            source=Predefined(
+                str(tmp_path / "train.csv"), str(tmp_path / "test.csv"),
+                val=str(tmp_path / "vali.csv"), format="csv", columns={"rating": None},
+                test_only="keep",
+            ),
+            split={"method": "predefined", "reveal": reveal}, val_fraction=0.1, seed=0,
+        )  # fmt: skip
+        dm.setup()
+        assert len(dm.train_rows()) == 20
+        assert len(dm.with_validation_in_train().train_rows()) == 25  # the refit trains them
+        assert dm.describe()["n_test"] == 5 * (4 - reveal)
 
 
 def test_encoder_never_sees_held_out_users():
@@ -324,3 +394,48 @@ def test_grouppop_searches_min_users_on_validation_through_the_entry_point(files
     assert [row["min_users"] for row in m["selection"]] == [1, 100]
     # min_users=1 groups by `group` (the taste); 100 backs off to `colour` (noise)
     assert m["hparams"]["min_users"] == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("ease", ["model.lam=10"]), ("ials", ["model.dim=8", "trainer.max_epochs=4"])],
+)
+def test_few_shot_fold_in_through_the_entry_points(files, tmp_path, model, extra):
+    """Cold users reveal 3 items (data.split.reveal=3): a warm model folds them in and beats
+    TopPop on those users; advrec-recommend serves a new user from the items they list."""
+    run = tmp_path / "run"
+    args = [*file_args(files), "data.split.reveal=3", "data.split.test_fraction=0.3"]
+    run_cli("train", *args, f"model={model}", *extra, f"hydra.run.dir={run}", cwd=tmp_path)
+    m = json.loads((run / "metrics.json").read_text())
+    run_cli("train", *args, "model=pop", f"hydra.run.dir={tmp_path / 'pop'}", cwd=tmp_path)
+    pop = json.loads((tmp_path / "pop" / "metrics.json").read_text())
+    d = m["dataset"]
+    assert d["n_revealed"] == 3 * (d["n_test_users"] + d["n_val_users"])
+    assert m["test/ndcg@10"] > pop["test/ndcg@10"] + 0.2, (m["test/ndcg@10"], pop)
+    ckpt = run / "checkpoints" / "final.ckpt"
+    new = pd.DataFrame({"user": ["n1"], "items": ["i20;i21;i22"]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "recs.csv"
+    run_cli("recommend", f"ckpt_path={ckpt}", f"new_users_file={tmp_path / 'new.csv'}", "k=5",
+            f"output={out}", cwd=tmp_path)  # fmt: skip
+    items = pd.read_csv(out)["item_id"].str[1:].astype(int).tolist()
+    assert len(items) == 5 and all(23 <= i < 30 for i in items), items  # block 2, unseen
+    for bad, words in (
+        (new.drop(columns="items"), "scores a user from their items: add an 'items' column"),
+        (new.assign(items=["i20;zz"]), "name item id(s) ['zz'] the model does not know"),
+    ):
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        proc = run_cli("recommend", f"ckpt_path={ckpt}", f"new_users_file={tmp_path / 'bad.csv'}",
+                       f"output={tmp_path / 'x.csv'}", cwd=tmp_path, check=False)  # fmt: skip
+        one_line_refusal(proc, words)
+        assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_model_that_scores_trained_users_only_refuses_new_users(files, tmp_path):
+    run_cli("train", *file_args(files), "model=bpr", "trainer.fast_dev_run=true",
+            f"hydra.run.dir={tmp_path}", cwd=tmp_path)  # fmt: skip
+    pd.DataFrame({"user": ["n1"], "items": ["i1"]}).to_csv(tmp_path / "new.csv", index=False)
+    proc = run_cli("recommend", f"ckpt_path={tmp_path / 'checkpoints' / 'final.ckpt'}",
+                   f"new_users_file={tmp_path / 'new.csv'}", f"output={tmp_path / 'x.csv'}",
+                   cwd=tmp_path, check=False)  # fmt: skip
+    one_line_refusal(proc, "BPR cannot score a user it has never seen")

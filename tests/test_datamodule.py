@@ -99,7 +99,8 @@ def test_val_on_test_evaluates_the_test_split_with_full_history():
     )
     m.setup()
     assert m.val_matrix is m.test_matrix
-    assert m.history("val") is m.train_full_matrix
+    assert m.history("val") is m.history("test")
+    assert (m.history("val") != m.train_full_matrix).nnz == 0  # no revealed items here
 
 
 def test_phased_sampler_schedule_and_determinism():

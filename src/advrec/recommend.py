@@ -15,6 +15,7 @@ from advrec.utils.console import console, user_errors
 
 if TYPE_CHECKING:  # imported where used: `--help` answers without torch and Lightning
     import pandas as pd
+    import scipy.sparse as sp
     import torch
 
 
@@ -42,17 +43,26 @@ def _wanted_users(cfg: DictConfig) -> list | None:
     return None
 
 
-def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
-    """Raw ids and encoded features of the users in `new_users_file` (never seen in training)."""
+def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor | None, sp.csr_matrix]:
+    """Raw ids, encoded features and revealed items of the users in `new_users_file` (never
+    seen in training): a features row each, and optionally an `items` column of raw item ids
+    separated by `;` or spaces (what the user has already: read by models that fold a
+    history in, never recommended back)."""
+    import scipy.sparse as sp
+
     from advrec.data.sources import read_table
 
-    if not model.uses_features:
+    name = type(model).__name__
+    if not (model.uses_features or model.reads_history):
         raise AdvrecError(
-            f"{type(model).__name__} cannot score a user it has never seen; new users need a "
-            "model that reads user features (CFGAN with model.condition=features, GroupPop)"
+            f"{name} cannot score a user it has never seen (it scores the users it trained); "
+            "new users need a model that reads user features (CFGAN with model.condition="
+            "features or social, GroupPop, SocialPop, SocialEASE, LoCo) or folds in the items "
+            "they list in an 'items' column (EASE, ItemKNN, SLIM, RP3beta, iALS, Mult-VAE, "
+            "DiffRec, EASE-GAN, user-based CFGAN)"
         )
     id_column = dm.features_cfg.get("id_column") or "user"
-    table = read_table(cfg.new_users_file, dtype={id_column: str})  # ids as written
+    table = read_table(cfg.new_users_file, dtype={id_column: str, "items": str})
     if id_column not in table.columns:
         raise AdvrecError(
             f"{cfg.new_users_file}: no {id_column!r} column naming the new users; columns "
@@ -60,6 +70,11 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
         )
     if table.empty:
         raise AdvrecError(f"{cfg.new_users_file} has no rows")
+    if "items" not in table.columns and not model.uses_features:
+        raise AdvrecError(
+            f"{name} scores a user from their items: add an 'items' column to "
+            f"{cfg.new_users_file} (raw item ids separated by ';')"
+        )
     ids = table[id_column].astype(str)
     repeated = ids[ids.duplicated()].unique().tolist()
     if repeated:
@@ -74,7 +89,25 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor]:
             f"was trained with (e.g. {known[:5]}); a new user needs a new id. For known users "
             "use users=[...] or users_file=..., which rank over the items they have not seen"
         )
-    return table[id_column].to_numpy(), dm.encode_new_users(table)
+    history = sp.lil_matrix((len(table), dm.n_items), dtype=np.float32)
+    if "items" in table.columns:
+        index = {str(v): j for j, v in enumerate(dm.data.item_ids)}
+        for r, cell in enumerate(table["items"].fillna("").astype(str)):
+            listed = cell.replace(";", " ").split()
+            unknown = [t for t in listed if t not in index]
+            if unknown:
+                raise AdvrecError(
+                    f"{cfg.new_users_file}: the items of row {r + 1} name item id(s) "
+                    f"{unknown[:5]} the model does not know; list catalogue items only"
+                )
+            history[r, [index[t] for t in listed]] = 1.0
+        if not model.reads_history:
+            console.print(
+                f"{name} does not read a user's items: the listed items are only kept out of "
+                "the recommendations"
+            )
+    features = dm.encode_new_users(table) if model.uses_features else None
+    return table[id_column].to_numpy(), features, history.tocsr()
 
 
 def _known(cfg: DictConfig, model, run_cfg: DictConfig) -> tuple:
@@ -122,10 +155,9 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     """Write the top-`k` recommendations of `ckpt_path` to `output` (atomically).
 
     Known users are ranked over the items they have not seen (train + validation history);
-    users in `new_users_file` (a features row each) are ranked over every item.
+    users in `new_users_file` (a features row each, and the items they have) over the others.
     """
     import pandas as pd
-    import scipy.sparse as sp
 
     from advrec.data.batches import eval_loader
     from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
@@ -141,11 +173,11 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
         if wanted is not None:
             raise AdvrecError("give known users (users / users_file) or new_users_file, not both")
         dm = checked_datamodule(run_cfg, model, cfg.ckpt_path)  # its feature encoder
-        raw_ids, features = _new_users(cfg, model, dm)
+        raw_ids, features, history = _new_users(cfg, model, dm)
         item_ids = dm.data.item_ids
         model.prepare_scoring(dm.history("test"))  # what the known users have (friends' items)
+        model.scoring_new_users = True
         users = np.arange(len(raw_ids))
-        history = sp.csr_matrix((len(raw_ids), dm.n_items), dtype=np.float32)  # nothing seen
     else:
         raw_ids, item_ids, features, history = _known(cfg, model, run_cfg)
         users = np.arange(len(raw_ids)) if wanted is None else _positions(raw_ids, wanted)

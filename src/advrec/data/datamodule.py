@@ -126,6 +126,8 @@ class RecDataModule(LightningDataModule):
         # protocol=test_selected: the "validation" loop looks at the test split (optimistic)
         self.val_matrix = self.test_matrix if self.val_on_test else self.split.val
         self.train_full_matrix = self.split.train_full
+        self.val_history_matrix = self.split.val_history
+        self.test_history_matrix = self.split.test_history
         self._setup_features(data)
         d = self.describe()
         log.info(
@@ -277,10 +279,11 @@ class RecDataModule(LightningDataModule):
             )
 
     def history(self, stage: str) -> sp.csr_matrix:
-        """What a user is known to have seen when `stage` ('val' or 'test') is evaluated."""
+        """What a user is known to have seen when `stage` ('val' or 'test') is evaluated: the
+        training matrix, what held-out users reveal (split.reveal), and at test validation."""
         if stage == "val" and not self.val_on_test:
-            return self.train_matrix
-        return self.train_full_matrix
+            return self.val_history_matrix
+        return self.test_history_matrix
 
     def eval_users_for(self, stage: str) -> np.ndarray:
         target = self.val_matrix if stage == "val" else self.test_matrix

@@ -38,6 +38,9 @@ def raw_ids(values: pd.Series) -> pd.Series:
 
 
 TRAIN, VAL, TEST = 0, 1, 2  # values of `Interactions.folds` (predefined splits) and of splits
+# few-shot cold start: a cold validation / test user's revealed interactions (their history
+# when they are scored, never trained on while they are held out)
+SHOWN_VAL, SHOWN_TEST = 3, 4
 
 
 @dataclass

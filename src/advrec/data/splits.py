@@ -5,7 +5,14 @@ the same result type and the same cache file: `<cache_dir>/splits/<key>.npz`, wh
 hashes the data fingerprint and every parameter that changes the labels.
 
 `cold_users` holds out a seeded share of the *users* with their whole history (cold start:
-nothing of theirs is trained on); as the validation method it holds out further users.
+nothing of theirs is trained on); as the validation method it holds out further users. A
+predefined split whose validation or test users have no training interaction holds them out
+the same way (Heater's Last.fm split).
+
+`reveal=n` (few-shot cold start, the onboarding case): each held-out user shows `n` random
+interactions of theirs (at most all but one, so every such user keeps a target). They are
+that user's history when the user is scored - masked from the ranking, read by models that
+fold a history in - never a target and never trained on while the user is held out.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from advrec.data.interactions import TEST, TRAIN, VAL, Interactions
+from advrec.data.interactions import SHOWN_TEST, SHOWN_VAL, TEST, TRAIN, VAL, Interactions
 from advrec.errors import AdvrecError
 from advrec.utils.io import write_bytes
 
@@ -79,15 +86,26 @@ class Split:
 
     @property
     def train_full(self) -> sp.csr_matrix:
-        """Train plus validation: the known history at test time."""
+        """Train plus validation (with what validation users reveal): what a model is refit on."""
+        return self._part(np.isin(self.folds, (TRAIN, VAL, SHOWN_VAL)))
+
+    @property
+    def val_history(self) -> sp.csr_matrix:
+        """The known history when validation is scored: train plus what validation users reveal."""
+        return self._part(np.isin(self.folds, (TRAIN, SHOWN_VAL)))
+
+    @property
+    def test_history(self) -> sp.csr_matrix:
+        """The known history when the test is scored: everything but the test targets."""
         return self._part(self.folds != TEST)
 
     def held_out_users(self, refit: bool = False) -> np.ndarray:
         """Users a cold-start split holds out with their whole history (sorted); in a refit
         on train + validation, users held out for validation are training users."""
         folds = [f for f in self.whole_users if not (refit and f == VAL)]
+        shown = [{TEST: SHOWN_TEST, VAL: SHOWN_VAL}[f] for f in folds]
         rows, _ = self._coo
-        return np.unique(rows[np.isin(self.folds, folds)])
+        return np.unique(rows[np.isin(self.folds, folds + shown)])
 
     def describe(self) -> dict:
         rows, _ = self._coo
@@ -96,6 +114,9 @@ class Split:
             sel = self.folds == fold
             out[f"n_{name}"] = int(sel.sum())
             out[f"n_{name}_users"] = int(len(np.unique(rows[sel])))
+        shown = np.isin(self.folds, (SHOWN_VAL, SHOWN_TEST))
+        if shown.any():
+            out["n_revealed"] = int(shown.sum())
         return out
 
 
@@ -107,8 +128,10 @@ def make_split(
     val_method: str | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    reveal: int = 0,
 ) -> Split:
-    """Label every interaction train / val / test; read or write the on-disk cache."""
+    """Label every interaction train / val / test (and revealed, `reveal` > 0); read or write
+    the on-disk cache."""
     if method not in METHODS:
         raise AdvrecError(f"unknown split method {method!r}; choose one of {METHODS}")
     val_method = val_method or ("random_holdout" if method == "predefined" else method)
@@ -117,6 +140,11 @@ def make_split(
     for name, frac in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0.0 <= frac < 1.0:
             raise AdvrecError(f"{name}={frac} must lie in [0, 1)")
+    if isinstance(reveal, bool) or not isinstance(reveal, int) or reveal < 0:
+        raise AdvrecError(
+            f"split.reveal={reveal!r}: give the number of interactions each cold user reveals "
+            "(an integer >= 0; 0 = pure cold start)"
+        )
     params = {
         "data": data.fingerprint(),
         "method": method,
@@ -126,17 +154,58 @@ def make_split(
         "seed": seed,
         "version": 1,
     }
+    if reveal:
+        params["reveal"] = reveal
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "splits" / f"{key}.npz" if cache_dir else None
-    whole = tuple(
-        fold for fold, m in ((TEST, method), (VAL, params["val_method"])) if m == "cold_users"
-    )
     folds = _read_cache(path, data.nnz) if path is not None and path.is_file() else None
     if folds is None:
         folds = _compute(data, method, test_fraction, val_fraction, val_method, seed)
+        if reveal:
+            whole = _whole_folds(folds, data, method, val_method)
+            _reveal(folds, data.coo()[0], whole, reveal, seed)
         if path is not None:
             _save_cache(path, folds)
-    return Split(data, folds, whole)
+    return Split(data, folds, _whole_folds(folds, data, method, val_method))
+
+
+def _whole_folds(folds, data, method, val_method) -> tuple[int, ...]:
+    """The held-out folds (TEST, VAL) whose users are held out whole: those of `cold_users`,
+    and a predefined file's whose users have no training interaction."""
+    if method != "predefined":
+        pairs = ((TEST, method), (VAL, val_method))
+        return tuple(fold for fold, m in pairs if m == "cold_users" and (folds == fold).any())
+    rows, _ = data.coo()
+    trained = np.unique(rows[folds == TRAIN])
+    out = []
+    for fold, shown in ((TEST, SHOWN_TEST), (VAL, SHOWN_VAL)):
+        users = np.unique(rows[np.isin(folds, (fold, shown))])
+        if len(users) and not np.isin(users, trained).any():
+            out.append(fold)
+    return tuple(out)
+
+
+def _reveal(folds: np.ndarray, rows: np.ndarray, whole: tuple, n: int, seed: int) -> None:
+    """Label `n` seeded random interactions of each user of a whole-user fold as shown (at
+    most all but one: every such user keeps a target), in place."""
+    if not whole:
+        raise AdvrecError(
+            "split.reveal needs a cold-start split (users held out whole: split.method="
+            "cold_users, or a predefined split whose test users have no training interaction)"
+        )
+    rng = np.random.default_rng([seed, 7919])  # its own stream: the fold labels do not move
+    for fold, shown in ((TEST, SHOWN_TEST), (VAL, SHOWN_VAL)):
+        if fold not in whole:
+            continue
+        idx = np.flatnonzero(folds == fold)  # sorted by user (canonical CSR order)
+        users = rows[idx]
+        order = np.lexsort((rng.random(len(idx)), users))
+        counts = np.bincount(users)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.empty(len(idx), np.int64)
+        pos[order] = np.arange(len(idx)) - starts[users[order]]
+        take = np.minimum(n, counts - 1)[users]
+        folds[idx[pos < take]] = shown
 
 
 def _read_cache(path: Path, nnz: int) -> np.ndarray | None:
@@ -144,7 +213,7 @@ def _read_cache(path: Path, nnz: int) -> np.ndarray | None:
     try:
         with np.load(path) as f:
             folds = f["folds"]
-        if len(folds) == nnz and set(np.unique(folds)) <= {TRAIN, VAL, TEST}:
+        if len(folds) == nnz and set(np.unique(folds)) <= {TRAIN, VAL, TEST, SHOWN_VAL, SHOWN_TEST}:
             return folds
         problem = f"{len(folds)} labels for {nnz} interactions"
     except Exception as e:  # truncated, not a zip, no 'folds' inside

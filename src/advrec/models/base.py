@@ -30,6 +30,9 @@ class Recommender(LightningModule):
 
     rows = "users"  # a training row is a user (its items) or an item (its users)
     uses_features = False  # True: reads batch["features"] (and can serve new users)
+    # True: scores a user from the batch's history row (a fold-in), not from a trained row of
+    # theirs, so it serves users it never trained on from the items they reveal
+    reads_history = False
     # what the constructor takes from the data beyond its shape (DataModule.model_kwargs):
     # "n_features" (the encoded features' width), "feature_blocks" (their columns)
     data_facts: tuple[str, ...] = ()
@@ -46,6 +49,9 @@ class Recommender(LightningModule):
         self.data_identity: dict | None = None  # what it was trained on (DataModule.identity)
         self.status = "running"  # stored in checkpoints: running | interrupted (...) | final
         self.saved_status: str | None = None  # the status of the checkpoint it was loaded from
+        # True while scoring users it never saw (advrec-recommend's new users): batch["users"]
+        # are then positions in the new users' file, not the data's users
+        self.scoring_new_users = False
 
     # hyper-parameter -> (the rule in words, a test of one value): `check_limits` checks the
     # set value and every searched candidate (ClosedForm's `search`) before anything is fitted

@@ -246,6 +246,7 @@ class CFGAN(ConditionalGAN):
         )
         self.save_hyperparameters()
         self.uses_features = condition != "history"
+        self.reads_history = rows == "users" and "history" in condition
         self.social = social
         self.adversarial = adversarial
         self._all_scores: torch.Tensor | None = None

@@ -104,6 +104,8 @@ class DiffRec(Recommender):
     ML-1M (clean) is hidden [200, 600], steps 40, noise_scale .005, noise_min .005,
     noise_max .01, lr 1e-3, reweight on."""
 
+    reads_history = True
+
     limits = {
         "steps": ("an integer >= 1", lambda v: v >= 1),
         "sampling_steps": ("an integer >= 0", lambda v: v >= 0),

@@ -55,6 +55,8 @@ class EASESolver:
 class EASE(ClosedForm):
     """`lam` is the L2 weight; scores are history @ B with a zero diagonal."""
 
+    reads_history = True
+
     limits = {"lam": ("a number > 0 (the L2 weight)", lambda v: v > 0)}
 
     def __init__(self, n_users: int, n_items: int, lam: float = 500.0, **kw):

@@ -50,6 +50,8 @@ class EASEGAN(ConditionalGAN):
     protocol scores each candidate's starting point (`fit_matrix`, before any training step)
     by `select_by` and trains from the best."""
 
+    reads_history = True
+
     limits = {
         "lam": ("a number > 0 (EASE^R's L2 weight)", lambda v: v > 0),
         "adv_weight": ("a number >= 0", lambda v: v >= 0),

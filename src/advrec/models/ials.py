@@ -15,6 +15,10 @@ batch, against the new items, so the users that are scored are always optimal fo
 Rendle et al. sweep users first; starting from random embeddings the order is only a choice of
 which side is solved first. Rows without interactions keep their initial embedding (as in the
 released code). The validation metric picks the epoch count (`trainer.max_epochs` caps it).
+
+Users it never solved (cold users, a new user in advrec-recommend) are scored by the fold-in:
+their embedding solved exactly from the history they are scored with against the trained items
+(the user step of a sweep); a user with no history gets zero scores (nothing to fold in).
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ def solve_rows(
 class IALS(Recommender):
     """Implicit ALS with frequency-scaled regularisation; see the module docstring."""
 
+    reads_history = True  # for the users it never solved: the fold-in
+
     limits = {
         "dim": ("an integer >= 1", lambda v: v >= 1 and v == int(v)),
         "reg": ("a number > 0 (the L2 weight)", lambda v: v > 0),
@@ -116,6 +122,8 @@ class IALS(Recommender):
         # the epoch whose item step is done: stored, so a run resumed mid-epoch goes on with
         # the users instead of solving the items again
         self.register_buffer("items_epoch", torch.tensor(-1))
+        # users solved in training; the others are scored by the fold-in
+        self.register_buffer("solved", torch.zeros(n_users, dtype=torch.bool))
         self._train: sp.csr_matrix | None = None
         self._by_item: sp.csr_matrix | None = None
         self._item_gram: tuple[int, torch.Tensor] | None = None
@@ -181,6 +189,7 @@ class IALS(Recommender):
             users, solved = ids[first], rows[first]
         if len(users):
             self.users[users] = solved
+            self.solved[users] = True
 
     def loss(self) -> dict[str, torch.Tensor]:
         """The objective's three terms over the training matrix (logged each epoch)."""
@@ -212,5 +221,31 @@ class IALS(Recommender):
     def on_fit_end(self) -> None:
         self._train = self._by_item = self._item_gram = self._items_done = None
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        if "solved" not in state:  # written before the fold-in: every user counted as solved
+            state["solved"] = torch.ones(len(state["users"]), dtype=torch.bool)
+
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        return self.users[users] @ self.items.T
+        if self.scoring_new_users:
+            return self.fold_in(history) @ self.items.T
+        emb, new = self.users[users], ~self.solved[users]
+        if new.any():
+            emb = emb.clone()
+            emb[new] = self.fold_in(history[new])
+        return emb @ self.items.T
+
+    def fold_in(self, history: torch.Tensor) -> torch.Tensor:
+        """Exact user solutions for dense `history` rows against the trained items (the user
+        step of a sweep); an empty row gets a zero embedding."""
+        m = sp.csr_matrix(history.detach().cpu().float().numpy())
+        out = self.users.new_zeros(m.shape[0], self.users.shape[1])
+        rows = np.flatnonzero(np.diff(m.indptr))
+        if len(rows):
+            with torch.autocast(self.device.type, enabled=False):
+                items = self.items.float()
+                out[torch.from_numpy(rows).to(out.device)] = self._solve(
+                    m, rows, items, items.T @ items
+                ).to(out.dtype)
+        return out

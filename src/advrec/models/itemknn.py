@@ -13,6 +13,8 @@ class ItemKNN(ClosedForm):
     """sim(i, j) = <x_i, x_j> / (|x_i| |x_j| + shrink); each item keeps its `topk` most
     similar items; score(u, j) = sum over the user's items i of sim(i, j)."""
 
+    reads_history = True
+
     limits = COSINE_LIMITS
 
     def __init__(

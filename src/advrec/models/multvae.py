@@ -27,6 +27,8 @@ class MultVAE(Recommender):
     logged every epoch.
     """
 
+    reads_history = True
+
     def __init__(
         self,
         n_users: int,

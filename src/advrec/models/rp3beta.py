@@ -23,6 +23,8 @@ def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
 
 
 class RP3beta(SparseState):
+    reads_history = True
+
     limits = {
         "topk": ("a whole number >= 1", lambda v: v >= 1 and v == int(v)),
         "alpha": ("a number >= 0", lambda v: v >= 0),

@@ -64,6 +64,8 @@ def _fit_columns(x: sp.csc_matrix, items: np.ndarray, h: dict) -> tuple:
 
 
 class SLIM(SparseState):
+    reads_history = True
+
     limits = {
         "topk": ("a whole number >= 1", lambda v: v >= 1 and v == int(v)),
         "alpha": ("a number > 0", lambda v: v > 0),
