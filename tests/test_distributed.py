@@ -49,7 +49,7 @@ def test_cfgan_trains_under_ddp_cpu_and_rank0_writes_once(tmp_path):
 # same data; iALS exchanges each step's user solutions); trained models: they run, rank 0
 # writes. Features on, so GroupPop runs too (the other models ignore them).
 EXACT = ["ease", "itemknn", "userknn", "rp3beta", "slim", "pop", "grouppop", "ials"]
-TRAINED = ["cfgan", "bpr", "multvae", "diffrec", "ganmf", "easegan", "irgan"]
+TRAINED = ["cfgan", "bpr", "multvae", "diffrec", "ganmf", "easegan", "irgan", "gar", "dropoutnet"]
 SYNTH = [
     "data=synthetic",
     "data.source.n_users=303",  # odd: uneven evaluation and training shards
@@ -107,6 +107,8 @@ def test_every_trained_model_runs_under_ddp_cpu_and_rank0_writes(tmp_path):
     small = {  # options differ between models: one run each
         "cfgan": ["model.g_hidden=[16]", "model.d_hidden=[8]"],
         "irgan": ["model.d_epochs=2", "model.g_epochs=2"],
+        "gar": ["model.dim=8", "model.g_hidden=[16]", "model.d_hidden=[16]"],
+        "dropoutnet": ["model.dim=8", "model.hidden=[16]", "model.rank=8"],
     }
     found = {}
     for model in TRAINED:

@@ -16,6 +16,8 @@ from advrec.data.features import UserSet
 from advrec.data.interactions import Interactions
 from advrec.errors import AdvrecError
 from advrec.models.cfgan import CFGAN
+from advrec.models.dropoutnet import DropoutNet
+from advrec.models.gar import GAR
 from advrec.models.loco import LoCo
 from advrec.models.pop import TopPop
 from advrec.models.social import SocialEASE, SocialPop
@@ -134,6 +136,13 @@ def test_every_social_model_beats_toppop_where_friends_share_tastes(circles):
         feature_blocks=blocks, g_hidden=(32,), d_hidden=(16,), lr_g=1e-3, lr_d=1e-3, ks=(5,),
     )  # fmt: skip
     got["cfgan social"] = _test_ndcg(cfgan, dm, epochs=30)
+    gar = GAR(dm.n_users, dm.n_items, n_features=kw["n_features"], dim=16, batch_size=32, ks=(5,))
+    got["gar"] = _test_ndcg(gar, dm, epochs=5)
+    dropoutnet = DropoutNet(
+        dm.n_users, dm.n_items, n_features=kw["n_features"], dim=16, hidden=(64,), rank=16,
+        n_top=20, n_random=20, lr=0.05, batch_size=32, ks=(5,),
+    )  # fmt: skip
+    got["dropoutnet"] = _test_ndcg(dropoutnet, dm, epochs=20)
     for name, value in got.items():
         assert value > pop + 0.1, (name, value, pop)
 
