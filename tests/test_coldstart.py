@@ -11,8 +11,7 @@ import torch
 
 from advrec.data.batches import Plan
 from advrec.data.datamodule import RecDataModule
-from advrec.data.interactions import Interactions
-from advrec.data.interactions import SHOWN_TEST, SHOWN_VAL, TEST, TRAIN
+from advrec.data.interactions import SHOWN_TEST, SHOWN_VAL, TEST, TRAIN, Interactions
 from advrec.data.splits import VAL, make_split
 from advrec.errors import AdvrecError
 from advrec.models.cfgan import CFGAN

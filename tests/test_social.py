@@ -138,6 +138,9 @@ def test_every_social_model_beats_toppop_where_friends_share_tastes(circles):
     got["cfgan social"] = _test_ndcg(cfgan, dm, epochs=30)
     gar = GAR(dm.n_users, dm.n_items, n_features=kw["n_features"], dim=16, batch_size=32, ks=(5,))
     got["gar"] = _test_ndcg(gar, dm, epochs=5)
+    gar = GAR(dm.n_users, dm.n_items, n_features=kw["n_features"], feature_blocks=blocks,
+              content="neighbours", dim=16, batch_size=32, ks=(5,))  # fmt: skip
+    got["gar neighbours"] = _test_ndcg(gar, dm, epochs=5)
     dropoutnet = DropoutNet(
         dm.n_users, dm.n_items, n_features=kw["n_features"], dim=16, hidden=(64,), rank=16,
         n_top=20, n_random=20, lr=0.05, batch_size=32, ks=(5,),
@@ -365,9 +368,48 @@ def test_a_bad_friends_file_or_setting_is_one_line_and_writes_nothing(
         (["model=socialease"], "SocialEASE"),
         (["model=loco"], "LoCo"),
         (["model=cfgan", "model.rows=users", "model.condition=social"], "CFGAN"),
+        (["model=gar", "model.content=neighbours", "data.source.with_features=true"], "GAR"),
     ],
 )
 def test_a_social_model_without_a_user_set_is_one_line(tmp_path, args, name):
     proc = run_cli("train", *args, "data=synthetic", f"hydra.run.dir={tmp_path}",
                    cwd=tmp_path, check=False)  # fmt: skip
     one_line_refusal(proc, f"{name} reads the user set 'friends'", "data.features.sets")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["model=gar"], "GAR generates a user's embedding from their features, and the data"),
+        (["model=dropoutnet"], "DropoutNet scores a cold user from their features, and the data"),
+        (["model=gar", "model.content=bogus", "data.source.with_features=true"],
+         "model.content='bogus': choose features or neighbours"),
+        (["model=dropoutnet", "model.dropout=1.5", "data.source.with_features=true"],
+         "model.dropout=1.5: it must be a number in [0, 1]"),
+    ],
+)  # fmt: skip
+def test_a_cold_start_generator_without_features_or_with_bad_settings_is_one_line(
+    tmp_path, args, words
+):
+    proc = run_cli("train", *args, "data=synthetic", f"hydra.run.dir={tmp_path}",
+                   cwd=tmp_path, check=False)  # fmt: skip
+    one_line_refusal(proc, words)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_gar_and_dropoutnet_skip_training_rows_without_items():
+    """Warm splits keep users without training items as rows (a DDP shard met one: GAR's
+    item draw crashed on the empty row)."""
+    gar = GAR(4, 5, n_features=3, dim=4)
+    gar._warm_ids = torch.arange(4)
+    x = torch.tensor([[0, 0, 0, 0, 0], [1, 0, 1, 0, 0]], dtype=torch.float32)
+    batch = {"x": x, "ids": torch.tensor([0, 1]), "features": torch.rand(2, 3)}
+    items, at = gar._pairs(batch)
+    assert (at == 1).all() and set(items.tolist()) <= {0, 2}
+    assert torch.isfinite(gar.d_loss(batch)[0]) and torch.isfinite(gar.g_loss(batch)[0])
+    assert gar.d_loss({**batch, "x": torch.zeros(2, 5)}) is None
+    net = DropoutNet(4, 5, n_features=3, dim=4, hidden=(8,), rank=4, n_top=2, n_random=2)
+    net.warm[1] = True
+    net.log = lambda *a, **k: None
+    assert torch.isfinite(net.training_step(batch, 0))
+    assert net.training_step({**batch, "ids": torch.tensor([0, 2])}, 0) is None

@@ -25,6 +25,15 @@ from advrec.metrics import RankingMetrics, topk_ranked
 from advrec.utils.callbacks import nonfinite_weights
 
 
+def require_features(n_features: int, model: str, why: str) -> None:
+    """One line for a model that reads user features on data that configures none."""
+    if n_features == 0:
+        raise AdvrecError(
+            f"{model} {why}, and the data has none configured: use data=lastfm_coldstart "
+            "(friends) or set data.features"
+        )
+
+
 class Recommender(LightningModule):
     """Shared full-ranking evaluation and the model's side of the data handshake."""
 

@@ -29,8 +29,8 @@ from torch import nn
 
 from advrec.data.batches import FitData
 from advrec.errors import AdvrecError
-from advrec.models.base import Recommender
-from advrec.models.ials import ials_embeddings
+from advrec.models.base import Recommender, require_features
+from advrec.models.ials import warm_embeddings
 
 
 def tower(sizes: list[int], rank: int) -> nn.Sequential:
@@ -84,11 +84,7 @@ class DropoutNet(Recommender):
     ):
         super().__init__(n_users, n_items, ks)
         self.save_hyperparameters()
-        if n_features == 0:
-            raise AdvrecError(
-                "DropoutNet scores a cold user from their features, and the data has none "
-                "configured: use data=lastfm_coldstart (friends) or set data.features"
-            )
+        require_features(n_features, "DropoutNet", "scores a cold user from their features")
         if n_top + n_random == 0:
             raise AdvrecError("model.n_top + model.n_random must be at least 1 (the targets)")
         self.check_limits()
@@ -105,11 +101,7 @@ class DropoutNet(Recommender):
         return torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum)
 
     def prepare_fit(self, data: FitData) -> None:
-        h = self.hparams
-        users, items = ials_embeddings(
-            data.train, h.dim, h.warm_reg, sweeps=h.warm_sweeps, seed=h.seed
-        )  # deterministic: a resumed fit recomputes the same embeddings
-        warm = torch.from_numpy(data.train.getnnz(axis=1) > 0)
+        users, items, warm = warm_embeddings(data.train, self.hparams)
         trained = torch.from_numpy(data.train.getnnz(axis=0) > 0)
         self.u_raw.copy_(users)
         self.v_raw.copy_(items)
@@ -120,9 +112,12 @@ class DropoutNet(Recommender):
     def embed_users(self, pref: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return self.user_tower(torch.cat([pref, features.float()], 1))
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        h, users = self.hparams, batch["ids"]
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        h, keep = self.hparams, self.warm[batch["ids"]]  # users without items have no targets
+        users, features = batch["ids"][keep], batch["features"][keep]
         n = len(users)
+        if n == 0:
+            return None
         target = self.u_raw[users] @ self.v_raw.T  # (B, items): the warm model's scores
         top = target.topk(min(h.n_top, self.n_items), dim=1).indices
         rand = torch.randint(self.n_items, (n, h.n_random), device=users.device)
@@ -133,7 +128,7 @@ class DropoutNet(Recommender):
         # dropout), so the tower runs once per user and variant, not once per pair
         pref = self.u_pref[users]
         pref = torch.cat([pref, torch.zeros_like(pref)])
-        both = self.embed_users(pref, batch["features"].repeat(2, 1))
+        both = self.embed_users(pref, features.repeat(2, 1))
         dropped = (torch.rand(len(at), device=pref.device) < h.dropout).long()
         u = both[at + n * dropped]
         v = self.item_tower(self.v_pref[items])

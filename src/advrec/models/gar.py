@@ -14,6 +14,11 @@ so R learns to rank real embeddings above both a random user's and the generated
 to make its embedding rank as high as the real one and stay near it. A user it never trained
 on (cold, or new in advrec-recommend) is scored by R(., G(c_u)); a warm user by R(., e_u).
 
+`content` chooses c_u: `features` (the encoded features as they are) or `neighbours` (the mean
+warm embedding of the users in the user set `set_name`, e.g. the friends: the aggregation of
+GAR's GNN variant, `GAR/gar_gnn.py`, over the social graph instead of the interaction graph;
+cold friends have no embedding and count as zeros, so nothing of a cold user reaches it).
+
 Where advrec departs: the warm embeddings are iALS's (`ials_embeddings` on the training matrix
 at the start of the fit) where GAR's scripts load BPR-MF's; an epoch is a pass of R updates
 then a pass of G updates over the warm users, each user with `positives` of its items drawn
@@ -29,9 +34,11 @@ from torch import nn
 
 from advrec.data.batches import FitData, Phase
 from advrec.errors import AdvrecError
+from advrec.models.base import require_features
 from advrec.models.gan import GANRecommender
-from advrec.models.ials import ials_embeddings
+from advrec.models.ials import warm_embeddings
 from advrec.models.nets import l2, mlp
+from advrec.models.social import set_block
 
 UNIT = ("a number in [0, 1]", lambda v: 0 <= v <= 1)
 WHOLE = ("a whole number >= 1", lambda v: v >= 1 and v == int(v))
@@ -41,7 +48,7 @@ class GAR(GANRecommender):
     """See the module docstring."""
 
     uses_features = True
-    data_facts = ("n_features",)
+    data_facts = ("n_features", "feature_blocks")
     limits = {
         "alpha": UNIT,
         "sim": UNIT,
@@ -58,6 +65,9 @@ class GAR(GANRecommender):
         n_users: int,
         n_items: int,
         n_features: int = 0,
+        feature_blocks: dict | None = None,
+        content: str = "features",
+        set_name: str = "friends",
         dim: int = 64,
         g_hidden: tuple = (200,),
         d_hidden: tuple = (256, 256),
@@ -78,13 +88,13 @@ class GAR(GANRecommender):
     ):
         super().__init__(n_users, n_items, ks)
         self.save_hyperparameters()
-        if n_features == 0:
-            raise AdvrecError(
-                "GAR generates a user's embedding from their features, and the data has none "
-                "configured: use data=lastfm_coldstart (friends) or set data.features"
-            )
+        require_features(n_features, "GAR", "generates a user's embedding from their features")
         self.check_limits()
-        self.generator = mlp([n_features, *g_hidden, dim], g_act, "none")
+        if content not in ("features", "neighbours"):
+            raise AdvrecError(f"model.content={content!r}: choose features or neighbours")
+        self.block = set_block(feature_blocks, set_name, "GAR") if content == "neighbours" else None
+        width = dim if content == "neighbours" else n_features
+        self.generator = mlp([width, *g_hidden, dim], g_act, "none")
         towers = {side: mlp([dim, *d_hidden], d_act, "none") for side in ("user", "item")}
         self.discriminator = nn.ModuleDict(towers)  # the recommender R: the adversary
         self.register_buffer("user_emb", torch.zeros(n_users, dim))  # the warm model's
@@ -97,14 +107,19 @@ class GAR(GANRecommender):
         return (Phase("D", bs), Phase("G", bs))
 
     def prepare_fit(self, data: FitData) -> None:
-        h = self.hparams
-        users, items = ials_embeddings(
-            data.train, h.dim, h.warm_reg, sweeps=h.warm_sweeps, seed=h.seed
-        )  # deterministic: a resumed fit recomputes the same embeddings
+        users, items, warm = warm_embeddings(data.train, self.hparams)
         self.user_emb.copy_(users)
         self.item_emb.copy_(items)
-        self.warm.copy_(torch.from_numpy(data.train.getnnz(axis=1) > 0))
+        self.warm.copy_(warm)
         self._warm_ids = torch.from_numpy(data.row_ids).long().to(self.device)
+
+    def content_of(self, features: torch.Tensor) -> torch.Tensor:
+        """c_u for a batch of encoded feature rows."""
+        if self.block is None:
+            return features.float()
+        lo, hi = self.block
+        friends = features[:, lo:hi].float()
+        return friends @ self.user_emb / friends.sum(1, keepdim=True).clamp(min=1.0)
 
     # -- the adversarial pair ------------------------------------------------------------------
     def rank(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
@@ -113,15 +128,19 @@ class GAR(GANRecommender):
         return (t["item"](self.item_emb[items]) * t["user"](users)).sum(-1)
 
     def _pairs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """`positives` items drawn from each user's row, and the rows' positions per pair."""
-        k = int(self.hparams.positives)
-        items = torch.multinomial(batch["x"].float(), k, replacement=True).flatten()
-        return items, torch.arange(len(batch["ids"]), device=items.device).repeat_interleave(k)
+        """`positives` items drawn from each user's row, and the rows' positions per pair
+        (rows without items, which warm splits keep as training rows, give none)."""
+        k, x = int(self.hparams.positives), batch["x"].float()
+        rows = (x.sum(1) > 0).nonzero().squeeze(1)
+        items = torch.multinomial(x[rows], k, replacement=True).flatten() if len(rows) else rows
+        return items, rows.repeat_interleave(k)
 
     def d_loss(self, batch: dict):
         items, at = self._pairs(batch)
+        if not len(items):
+            return None
         with torch.no_grad():
-            fake = self.generator(batch["features"].float())[at]
+            fake = self.generator(self.content_of(batch["features"]))[at]
         real = self.user_emb[batch["ids"]][at]
         pick = torch.randint(len(self._warm_ids), (len(items),), device=items.device)
         neg = self.user_emb[self._warm_ids[pick]]
@@ -133,7 +152,9 @@ class GAR(GANRecommender):
 
     def g_loss(self, batch: dict):
         items, at = self._pairs(batch)
-        gen = self.generator(batch["features"].float())
+        if not len(items):
+            return None
+        gen = self.generator(self.content_of(batch["features"]))
         real = self.user_emb[batch["ids"]]
         s = self.hparams.sim
         adv = F.softplus(-(self.rank(items, gen[at]) - self.rank(items, real[at]))).mean()
@@ -144,7 +165,7 @@ class GAR(GANRecommender):
     # -- scoring --------------------------------------------------------------------------------
     def score_batch(self, batch: dict) -> torch.Tensor:
         users = batch["users"]
-        emb = self.generator(batch["features"].float())
+        emb = self.generator(self.content_of(batch["features"]))
         if not self.scoring_new_users:
             warm = self.warm[users]
             emb = torch.where(warm[:, None], self.user_emb[users], emb)

@@ -111,6 +111,14 @@ def ials_embeddings(
     return users, items
 
 
+def warm_embeddings(train: sp.csr_matrix, h) -> tuple[torch.Tensor, ...]:
+    """The warm model that GAR and DropoutNet build on: (users, items, warm-user mask) of
+    `ials_embeddings` with the model's `dim`, `warm_reg`, `warm_sweeps` and `seed`
+    (deterministic: a resumed fit recomputes the same embeddings)."""
+    users, items = ials_embeddings(train, h.dim, h.warm_reg, sweeps=h.warm_sweeps, seed=h.seed)
+    return users, items, torch.from_numpy(train.getnnz(axis=1) > 0)
+
+
 class IALS(Recommender):
     """Implicit ALS with frequency-scaled regularisation; see the module docstring."""
 
