@@ -422,6 +422,7 @@ def test_few_shot_fold_in_through_the_entry_points(files, tmp_path, model, extra
     for bad, words in (
         (new.drop(columns="items"), "scores a user from their items: add an 'items' column"),
         (new.assign(items=["i20;zz"]), "name item id(s) ['zz'] the model does not know"),
+        (new.assign(items=[""]), "row 1 lists no items"),
     ):
         bad.to_csv(tmp_path / "bad.csv", index=False)
         proc = run_cli("recommend", f"ckpt_path={ckpt}", f"new_users_file={tmp_path / 'bad.csv'}",

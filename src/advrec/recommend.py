@@ -100,6 +100,11 @@ def _new_users(cfg: DictConfig, model, dm) -> tuple[np.ndarray, torch.Tensor | N
                     f"{cfg.new_users_file}: the items of row {r + 1} name item id(s) "
                     f"{unknown[:5]} the model does not know; list catalogue items only"
                 )
+            if not listed and not model.uses_features:  # all-zero scores: an arbitrary list
+                raise AdvrecError(
+                    f"{cfg.new_users_file}: row {r + 1} lists no items, and {name} scores a "
+                    "user from their items only; give at least one"
+                )
             history[r, [index[t] for t in listed]] = 1.0
         if not model.reads_history:
             console.print(

@@ -158,15 +158,19 @@ def make_split(
         params["reveal"] = reveal
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "splits" / f"{key}.npz" if cache_dir else None
-    folds = _read_cache(path, data.nnz) if path is not None and path.is_file() else None
-    if folds is None:
-        folds = _compute(data, method, test_fraction, val_fraction, val_method, seed)
+    cached = _read_cache(path, data.nnz) if path is not None and path.is_file() else None
+    folds = (
+        cached
+        if cached is not None
+        else _compute(data, method, test_fraction, val_fraction, val_method, seed)
+    )
+    whole = _whole_folds(folds, data, method, val_method)  # revealing does not change it
+    if cached is None:
         if reveal:
-            whole = _whole_folds(folds, data, method, val_method)
             _reveal(folds, data.coo()[0], whole, reveal, seed)
         if path is not None:
             _save_cache(path, folds)
-    return Split(data, folds, _whole_folds(folds, data, method, val_method))
+    return Split(data, folds, whole)
 
 
 def _whole_folds(folds, data, method, val_method) -> tuple[int, ...]:
