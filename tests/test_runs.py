@@ -55,9 +55,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
         "+callbacks.poison._target_=tests.helpers.killers.PoisonAt",
         "+callbacks.poison.epoch=1",
     )
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    one_line_refusal(proc, "diverged in epoch 2", f"the last good checkpoint is {last}")
-    assert read_checkpoint(last)["epoch"] == 0 and _finite(last)
+    good = tmp_path / "run" / "checkpoints" / "best-epoch000.ckpt"
+    one_line_refusal(proc, "diverged in epoch 2", f"the last good checkpoint is {good}")
+    assert read_checkpoint(good)["epoch"] == 0 and _finite(good)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -97,6 +97,23 @@ def test_resume_refuses_a_changed_config_and_keeps_the_earlier_logs(tmp_path):
     train(tmp_path, *CFGAN, "trainer.max_epochs=3", "ckpt_path=last", check=True)
     assert (log.parent / "metrics.before-resume-1.csv").read_text() == before
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("protocol", ["validated", "original"])
+def test_a_run_keeps_one_last_checkpoint_and_resumes_from_the_newest(tmp_path, protocol):
+    # a resume point every 3 batches and at the end, validation every epoch: before, Lightning's
+    # save_last wrote last.ckpt too, and found the resume point's file there: last-v1.ckpt
+    args = [*CFGAN, f"protocol={protocol}", "callbacks.resume_point.every_batches=3"]
+    train(tmp_path, *args, "trainer.max_epochs=3", check=True)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in ckpts.glob("last*")] == ["last.ckpt"]
+    last = read_checkpoint(ckpts / "last.ckpt")
+    assert last["advrec_status"] == "end of training" and last["epoch"] == 3  # epochs done
+    steps = last["global_step"]
+    train(tmp_path, *args, "trainer.max_epochs=4", "ckpt_path=last", check=True)
+    assert [p.name for p in ckpts.glob("last*")] == ["last.ckpt"]
+    resumed = read_checkpoint(ckpts / "last.ckpt")
+    assert resumed["epoch"] == 4 and resumed["global_step"] == steps * 4 // 3
 
 
 def test_ckpt_path_last_with_nothing_to_resume_says_so(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning import Callback, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
@@ -298,6 +298,9 @@ def build_trainer(cfg: DictConfig, **overrides) -> Trainer:
         tcfg["callbacks"] = [*build_callbacks(cfg, console_only=True), *tcfg["callbacks"]]
     if not _interactive(cfg):
         tcfg["enable_progress_bar"] = False
+    if not any(isinstance(c, ModelCheckpoint) for c in tcfg["callbacks"]):
+        # else Lightning adds one of its own, writing a checkpoint an epoch nobody reads
+        tcfg["enable_checkpointing"] = False
     if "logger" not in overrides:
         tcfg["logger"] = build_loggers(cfg) or False
     plugins = list(tcfg.get("plugins") or [])

@@ -77,9 +77,13 @@ class Protocol:
         return bool(self.monitor)
 
     def keeps_callback(self, target: str) -> bool:
-        """Early stopping needs a monitored metric and a patience."""
-        if target.rsplit(".", 1)[-1] == "EarlyStopping":
+        """Early stopping needs a monitored metric and a patience; a checkpoint of the
+        selected model needs a selection (without one the last epoch is tested)."""
+        name = target.rsplit(".", 1)[-1]
+        if name == "EarlyStopping":
             return self.selects and self.patience > 0
+        if name == "ModelCheckpoint":
+            return self.selects
         return True
 
     def refits(self, model: Recommender) -> bool:
@@ -137,9 +141,10 @@ class Protocol:
             best = ckpt.best_model_path if (ckpt is not None and self.selects) else ""
             if best:
                 res.selected_checkpoint = best
-                state = read_checkpoint(Path(best))
+                state = read_checkpoint(Path(best), mmap=True)  # two numbers, not the weights
                 res.selected_epoch = int(state["epoch"]) + 1
                 res.selected_step = int(state["global_step"])
+                del state
                 res.model = type(model).load_from_checkpoint(best, weights_only=True)
             res.val = trainer.validate(res.model, datamodule=dm, verbose=False)[0]
         if res.selected_epoch is None and not closed:

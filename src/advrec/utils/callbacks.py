@@ -72,20 +72,23 @@ class DivergenceGuard(Callback):
 
 
 def _last_good(trainer) -> str | None:
-    paths = [getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks]
+    paths = [getattr(cb, "best_model_path", "") for cb in trainer.checkpoint_callbacks]
     paths += [str(cb.path) for cb in trainer.callbacks if isinstance(cb, ResumePoint) and cb.saved]
     existing = [p for p in paths if p and Path(p).is_file()]
     return max(existing, key=lambda p: Path(p).stat().st_mtime) if existing else None
 
 
 class ResumePoint(Callback):
-    """Keeps `<dirpath>/<filename>.ckpt` a point a killed run can resume from.
+    """Keeps `<dirpath>/<filename>.ckpt` a point a killed run can resume from, and the only
+    one: always the newest state written (nothing else writes a `last` checkpoint).
 
     Written every `every_minutes` of training (and/or every `every_batches` batches), so a
-    SIGKILL or a dead node loses at most that much, and when training is interrupted (SIGTERM,
-    Ctrl-C, a crash) after at least one batch was trained. Never written for a run that failed
-    before training started, nor after an advrec error (divergence, a full disk). Its
-    checkpoints are marked `advrec_status: interrupted (...)` or `running`; advrec-eval says so.
+    SIGKILL or a dead node loses at most that much; when training is interrupted (SIGTERM,
+    Ctrl-C, a crash) after at least one batch was trained; and when training ends (`at_end`:
+    a finished run can be trained further with a larger `trainer.max_epochs`). Never written
+    for a run that failed before training started, nor after an advrec error (divergence, a
+    full disk). Its checkpoints are marked `advrec_status: interrupted (...)`, `running` or
+    `end of training`; advrec-eval says they are not the tested model (that is final.ckpt).
     Resume with `advrec-train <same overrides> hydra.run.dir=<run dir> ckpt_path=last`.
     """
 
@@ -95,9 +98,11 @@ class ResumePoint(Callback):
         filename: str = "last",
         every_minutes: float | None = 10.0,
         every_batches: int | None = None,
+        at_end: bool = True,
     ):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.every_minutes, self.every_batches = every_minutes, every_batches
+        self.at_end = at_end
         self.trained = False  # a batch of this fit was trained
         self.saved = False
         self._since = time.monotonic()
@@ -115,6 +120,11 @@ class ResumePoint(Callback):
         if due:
             DivergenceGuard().check(trainer, pl_module)  # never a diverged resume point
             self._save(trainer, "running")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_end and self.trained:
+            DivergenceGuard().check(trainer, pl_module)
+            self._save(trainer, "end of training")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         # an advrec error (divergence, a full disk, a bad setting) leaves nothing worth resuming

@@ -52,13 +52,14 @@ def write_text(path: Path | str, text: str) -> Path:
     return _atomic(Path(path), lambda f: f.write(text))
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path, mmap: bool = False) -> dict:
     """A checkpoint's contents as data: tensors and plain containers only (unpickling
-    anything else can run code, so it is refused before it is built)."""
+    anything else can run code, so it is refused before it is built). `mmap`: tensors stay
+    on disk until read (reading a large model's epoch costs no memory)."""
     import torch  # here: writing a report should not pay for importing torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AdvrecError(
