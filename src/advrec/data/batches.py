@@ -87,10 +87,22 @@ class Indices(Dataset):
     def __getitem__(self, i):
         return i
 
+    def __getitems__(self, batch: list) -> list:
+        return batch  # a batch of positions in one call, not one call per position
+
+
+class TaggedBatch(list):
+    """A batch of row positions that knows its phase and pass (one object per batch, not a
+    tag per position)."""
+
+    def __init__(self, positions: list, phase: str, pass_: int):
+        super().__init__(positions)
+        self.phase, self.pass_ = phase, pass_
+
 
 class PhasedBatchSampler(Sampler[list]):
     """Per epoch, for each `Phase`: `passes` shuffled passes over all rows in batches of
-    `batch_size`; every index is yielded as `(row, phase name, pass)`.
+    `batch_size`; each batch is a `TaggedBatch` of positions with its phase name and pass.
 
     This is the schedule of vector-wise GANs (CFGAN: 2 passes of D at batch 64, then 4
     passes of G at batch 32, per epoch). Shuffles are seeded by (seed, epoch, phase, pass),
@@ -145,7 +157,7 @@ class PhasedBatchSampler(Sampler[list]):
                 perm = torch.cat([perm, perm[: m * self.world - self.n]])  # pad for lock-step
                 mine = perm[self.rank :: self.world].tolist()
                 for lo in range(0, m, phase.batch_size):
-                    yield [(i, phase.name, p) for i in mine[lo : lo + phase.batch_size]]
+                    yield TaggedBatch(mine[lo : lo + phase.batch_size], phase.name, p)
 
 
 class UnrepeatedDistributedSampler(Sampler[int]):
@@ -188,11 +200,15 @@ class ResumableLoader(DataLoader):
         self.batch_sampler.skip = int(state.get("batches_done", 0))
 
 
+DENSE_ROWS_LIMIT = 2**25  # entries (128 MiB of float32): a training matrix kept dense
+
+
 class RowCollate:
     """Turns sampler positions into `{"ids", "x"[, "features"][, "phase", "pass"]}`.
 
     Position i is row `row_ids[i]` of `matrix` (`ids`: those row ids, `x`: the dense rows);
-    `features` (rows x d) are added when given.
+    `features` (rows x d) are added when given. A matrix of at most `dense_limit` entries is
+    densified once, so a batch is one index instead of a sparse slice (the same values).
     """
 
     def __init__(
@@ -200,22 +216,23 @@ class RowCollate:
         matrix: sp.csr_matrix,
         row_ids: np.ndarray | None = None,
         features: torch.Tensor | None = None,
+        dense_limit: int = DENSE_ROWS_LIMIT,
     ):
         self.matrix, self.row_ids, self.features = matrix, row_ids, features
+        small = matrix.shape[0] * matrix.shape[1] <= dense_limit
+        self.dense = torch.from_numpy(matrix.toarray().astype(np.float32)) if small else None
 
     def __call__(self, ids: list) -> dict[str, torch.Tensor]:
-        tags = None
-        if ids and isinstance(ids[0], tuple):
-            tags = ids[0][1:]
-            ids = [i[0] for i in ids]
         rows = np.asarray(ids, dtype=np.int64)
         if self.row_ids is not None:
             rows = self.row_ids[rows]
-        out = {"ids": torch.from_numpy(rows), "x": dense_rows(self.matrix, rows)}
+        ids_t = torch.from_numpy(rows)
+        x = dense_rows(self.matrix, rows) if self.dense is None else self.dense[ids_t]
+        out = {"ids": ids_t, "x": x}
         if self.features is not None:
             out["features"] = self.features[rows]
-        if tags is not None:  # plain values: reading them never syncs with the device
-            out["phase"], out["pass"] = tags
+        if isinstance(ids, TaggedBatch):  # plain values: reading them never syncs a device
+            out["phase"], out["pass"] = ids.phase, ids.pass_
         return out
 
 

@@ -59,10 +59,11 @@ class HashedNegatives:
         self.seed, self.max_entries = seed, max_entries
         self.matrix: sp.csr_matrix | None = None
         self._cache: dict[tuple, torch.Tensor] = {}  # (epoch, salt, percent) -> (rows, n)
+        self._last: tuple | None = None  # (ids tensor, key, sample) of the latest request
 
     def use(self, matrix: sp.csr_matrix) -> None:
         """Sample the rows of `matrix` (the rows a fit trains on) from now on."""
-        self.matrix, self._cache = matrix, {}
+        self.matrix, self._cache, self._last = matrix, {}, None
 
     def __call__(self, ids, x, percent: float, salt: int, epoch: int) -> torch.Tensor:
         """The sample of rows `ids` (dense `x`) at `percent` and `salt` in `epoch`."""
@@ -70,10 +71,14 @@ class HashedNegatives:
         if percent <= 0 or m is None or m.shape[0] * m.shape[1] > self.max_entries:
             return negative_sample(ids, x, percent, self.seed, epoch, salt)
         key = (epoch, salt, percent)
+        if self._last is not None and self._last[0] is ids and self._last[1] == key:
+            return self._last[2]  # the same batch asks again (CFGAN: ZR and PM, one sample)
         if key not in self._cache:
             self._cache = {k: v for k, v in self._cache.items() if k[0] == epoch}
             self._cache[key] = self._all_rows(percent, salt, epoch, x.device)
-        return self._cache[key][ids]
+        out = self._cache[key][ids]
+        self._last = (ids, key, out)
+        return out
 
     def _all_rows(self, percent: float, salt: int, epoch: int, device) -> torch.Tensor:
         m = self.matrix
