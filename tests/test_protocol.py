@@ -1,6 +1,7 @@
 """The protocols: selection on validation, the refit on train + validation, one test."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -257,3 +258,27 @@ def test_pretraining_and_irgan_in_one_validated_run(tmp_path):
         "eval", f"ckpt_path={m['checkpoint']}", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path
     )
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("model", ["bpr", "cfgan"])
+def test_the_refit_trains_with_no_other_model_alive(tmp_path, model):
+    """advrec-train's refit starts when the selection model, its optimizers' state and the
+    reloaded validation-best model are gone: one model's weights at a time (Last.fm-sized
+    models held three copies)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.helpers.refit_probe", f"model={model}", "data=synthetic",
+         "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1", "logger=none",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    selection, refit = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert selection == {"models": 1, "optimizers": 0}
+    assert refit == {"models": 1, "optimizers": 0}  # the refit model only, before it trains

@@ -136,6 +136,8 @@ class Protocol:
         # a closed-form fit is one pass over the matrix
         res = Result(model=model, epochs=1 if closed else int(trainer.current_epoch))
         res.selection = list(getattr(model, "selection", []))
+        cls = type(model)
+        del model  # from here `res.model` is the one model this run holds
         if dm.val_matrix is not None:
             ckpt = trainer.checkpoint_callback
             best = ckpt.best_model_path if (ckpt is not None and self.selects) else ""
@@ -145,21 +147,27 @@ class Protocol:
                 res.selected_epoch = int(state["epoch"]) + 1
                 res.selected_step = int(state["global_step"])
                 del state
-                res.model = type(model).load_from_checkpoint(best, weights_only=True)
+                release(trainer)  # the fitted model and its optimizer state go first
+                res.model = None
+                res.model = cls.load_from_checkpoint(best, weights_only=True)
             res.val = trainer.validate(res.model, datamodule=dm, verbose=False)[0]
         if res.selected_epoch is None and not closed:
             res.selected_epoch = res.epochs  # the last epoch (nothing was selected)
         if self.refits(res.model):
-            res.model = self._refit(cfg, res.model, dm, res, refit_overrides or {})
+            res.model = self._refit(cfg, res, dm, trainer, refit_overrides or {})
             res.refit = "train+validation"
         if self.test:
             res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
+        elif trainer.lightning_module is not res.model:
+            trainer.strategy.connect(res.model)  # the model final.ckpt must hold
         return res
 
     def _refit(
-        self, cfg: DictConfig, chosen: Recommender, dm: RecDataModule, res, overrides: dict
+        self, cfg: DictConfig, res: Result, dm: RecDataModule, trainer: Trainer, overrides: dict
     ) -> Recommender:
-        """The chosen model's settings trained again on train + validation (same seed)."""
+        """The chosen model's settings trained again on train + validation (same seed).
+        The chosen model is let go before the refit trains: one model's weights at a time."""
+        chosen = res.model
         if isinstance(chosen, ClosedForm):
             chosen.refit(dm.train_full_matrix)
             chosen.refit_on = "train+validation"
@@ -167,7 +175,9 @@ class Protocol:
         from advrec.pipeline import build_trainer  # pipeline imports this module
 
         seed_everything(cfg.seed, workers=True, verbose=False)
-        model = chosen.carry_run_state(type(chosen)(**{**dict(chosen.hparams), **overrides}))
+        model = _fresh_copy(chosen, overrides)
+        res.model = chosen = None
+        release(trainer)  # validation connected the chosen model
         full = dm.with_validation_in_train()
         trainer = build_trainer(
             cfg,
@@ -216,6 +226,24 @@ class Result:
             "selected_checkpoint": self.selected_checkpoint,
             "epochs": self.epochs,
         }
+
+
+def _fresh_copy(chosen: Recommender, overrides: dict) -> Recommender:
+    """A new model with `chosen`'s settings (and `overrides`) and run state. Built in a frame
+    of its own: Lightning's save_hyperparameters snapshots the locals of the frame that calls
+    a constructor, and that snapshot would keep `chosen` alive through the refit."""
+    return chosen.carry_run_state(type(chosen)(**{**dict(chosen.hparams), **overrides}))
+
+
+def release(trainer: Trainer) -> None:
+    """The trainer lets go of the model it last fitted or evaluated and of the optimizers
+    (and their state) its fit made; a later fit, validate or test connects its own."""
+    trainer.strategy.optimizers = []
+    trainer.strategy.lr_scheduler_configs = []
+    trainer.strategy.connect(None)
+    trainer._data_connector._datahook_selector = None  # Lightning's: reset by every run
+    for cb in trainer.callbacks:  # the module's log methods, attached again by every run
+        cb.log = cb.log_dict = None
 
 
 def grid_search(model: Recommender, dm: RecDataModule, trainer: Trainer) -> None:

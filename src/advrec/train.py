@@ -72,9 +72,10 @@ def train(cfg: DictConfig) -> dict:
             with open_dict(cfg):
                 cfg.model.init_ckpt = pre["selected"]
             refit_overrides["init_ckpt"] = pre["final"]
-        model = build_model(cfg, dm)
-        trainer = build_trainer(cfg, **protocol.trainer_overrides(model, dm))
-        res = protocol.run(cfg, model, dm, trainer, refit_overrides)
+        models = [build_model(cfg, dm)]
+        trainer = build_trainer(cfg, **protocol.trainer_overrides(models[0], dm))
+        # handed over, not kept here: the protocol lets the selection model go before the refit
+        res = protocol.run(cfg, models.pop(), dm, trainer, refit_overrides)
     except SIGTERMException:
         _stopped(cfg, "SIGTERM", 143)
     except KeyboardInterrupt:
@@ -138,14 +139,14 @@ def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
         pcfg.paths.output_dir = str(out)
         pcfg.ckpt_path = None
         del pcfg.pretrain
-    model = build_model(pcfg, dm)
+    models = [build_model(pcfg, dm)]
     trainer = build_trainer(
         pcfg,
         logger=CSVLogger(str(out), name="csv", version=""),
-        **protocol.trainer_overrides(model, dm),
+        **protocol.trainer_overrides(models[0], dm),
     )
-    log.info("pre-training %s into %s", type(model).__name__, out)
-    res = protocol.run(pcfg, model, dm, trainer)
+    log.info("pre-training %s into %s", type(models[0]).__name__, out)
+    res = protocol.run(pcfg, models.pop(), dm, trainer)  # handed over, as in train()
     final = out / "checkpoints" / "final.ckpt"
     res.model.status = "final"
     trainer.save_checkpoint(final, weights_only=True)
