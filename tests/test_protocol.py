@@ -282,3 +282,21 @@ def test_the_refit_trains_with_no_other_model_alive(tmp_path, model):
     selection, refit = json.loads(proc.stdout.strip().splitlines()[-1])
     assert selection == {"models": 1, "optimizers": 0}
     assert refit == {"models": 1, "optimizers": 0}  # the refit model only, before it trains
+
+
+def test_without_a_test_final_ckpt_holds_the_refit_model(tmp_path):
+    """protocol.test=false with a refit: final.ckpt is the model refit on train + validation
+    (it was the chosen one, still connected to the trainer by validation)."""
+    from advrec.utils.io import read_checkpoint
+    from tests.helpers import run_cli
+
+    out = tmp_path / "run"
+    run_cli(
+        "train", "model=bpr", "data=synthetic", "trainer.max_epochs=2", "protocol.test=false",
+        "trainer.check_val_every_n_epoch=1", "logger=none", f"hydra.run.dir={out}",
+        cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["refit"] == "train+validation"
+    assert read_checkpoint(out / "checkpoints" / "final.ckpt")["advrec_refit_on"] == (
+        "train+validation"
+    )
