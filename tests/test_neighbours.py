@@ -72,6 +72,23 @@ def test_slim_by_hand():
     assert np.allclose(limited.sparse["w"].toarray(), model.sparse["w"].toarray(), atol=1e-4)
 
 
+def test_slim_never_lets_an_item_explain_itself_nor_depends_on_the_core_count():
+    """Each column is its own fit (the released code: no warm start). A warm start carried
+    item j-1's coefficient for j into j's fit, where scikit-learn never updates j's zeroed
+    column: W_jj > 0, and W changed with the chunks the items are split in (the core count)."""
+    import joblib
+
+    x = sp.csr_matrix((np.random.default_rng(3).random((120, 30)) < 0.25).astype(np.float32))
+    fits = []
+    with joblib.parallel_backend("threading"):
+        for jobs in (1, 3):
+            model = SLIM(120, 30, alpha=1e-3, l1_ratio=0.1, topk=100, n_jobs=jobs, seed=5)
+            model.fit_matrix(x)
+            fits.append(model.sparse["w"].toarray())
+    assert np.all(np.diag(fits[0]) == 0) and (fits[0] > 0).sum() > 100
+    assert np.array_equal(fits[0], fits[1])
+
+
 def test_userknn_shares_itemknn_similarity():
     """UserKNN's neighbours are ItemKNN's on the transposed matrix (one similarity code)."""
     rng = np.random.default_rng(0)

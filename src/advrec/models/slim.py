@@ -6,7 +6,9 @@ all other columns (j's own column zeroed, so W_jj = 0):
 fitted by scikit-learn's coordinate descent (sparse input, random coordinate order with a
 fixed seed). Column j of W keeps its `topk` largest coefficients; score(u, j) = sum_i x_ui
 W_ij. Items are split into `n_jobs` chunks fitted in parallel (joblib), each worker with its
-own copy of the matrix and warm starts from one item to the next.
+own copy of the matrix. Every column is its own fit from zero, as released: a warm start
+would carry item j-1's coefficient for j into j's fit, where coordinate descent never
+touches j's zeroed column (W_jj > 0), and W would depend on how items are chunked.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ def _fit_columns(x: sp.csc_matrix, items: np.ndarray, h: dict) -> tuple:
         random_state=h["seed"],
         max_iter=h["max_iter"],
         tol=h["tol"],
-        warm_start=True,
     )
     rows, cols, vals = [], [], []
     for j in items:
