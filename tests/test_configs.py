@@ -106,3 +106,29 @@ def test_the_wandb_sweep_searches_the_optuna_space(name):
         cfg = compose("train", overrides=[f"hparams_search={name}"])
     assert sweep["metric"] == {"name": cfg.protocol.monitor, "goal": "maximize"}
     assert f"hparams_search={name}" in sweep["command"]
+
+
+DIFFREC = [
+    "hparams_search=diffrec",
+    *(f"tuned={p.stem}" for p in sorted(REPO.glob("conf/tuned/diffrec_*"))),
+]
+
+
+@pytest.mark.parametrize("override", DIFFREC)
+def test_diffrec_stops_where_the_released_loop_stops(override):
+    """The released main.py checks every 5 epochs and breaks at the top of epoch best + 20:
+    the checks at best + 5, 10 and 15 are the last chances, so 3 checks without gain stop it
+    (patience 4 trained 5 epochs and a check more)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[override])
+    every = cfg.trainer.check_val_every_n_epoch
+    assert every == 5 and cfg.protocol.patience == len(range(every, 20, every)) == 3
+
+
+def test_the_diffrec_search_can_draw_the_released_two_layer_denoiser():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=diffrec", "hp.dims=200-600"])
+        one = compose("train", overrides=["hparams_search=diffrec", "hp.dims=1000"])
+    assert list(cfg.model.hidden) == [200, 600] and list(one.model.hidden) == [1000]
+    space = OmegaConf.load(Path(CONF_DIR) / "hparams_search" / "diffrec.yaml").hydra.sweeper
+    assert "200-600" in space.params["hp.dims"]

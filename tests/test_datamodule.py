@@ -109,9 +109,7 @@ def test_phased_sampler_schedule_and_determinism():
     s = PhasedBatchSampler(10, (Phase("D", 4, 2), Phase("G", 3, 1)), seed=1)
     batches = list(s)
     assert len(batches) == len(s) == 3 * 2 + 4
-    assert [(b.phase, b.pass_) for b in batches] == [("D", 0)] * 3 + [("D", 1)] * 3 + [
-        ("G", 0)
-    ] * 4
+    assert [(b.phase, b.pass_) for b in batches] == [("D", 0)] * 3 + [("D", 1)] * 3 + [("G", 0)] * 4
     for passes in (batches[0:3], batches[3:6], batches[6:10]):  # D, D, G: each covers all rows
         assert sorted(i for b in passes for i in b) == list(range(10))
     s.set_epoch(1)

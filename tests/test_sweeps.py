@@ -232,7 +232,7 @@ def test_settings_that_leave_no_result_prune_their_trial_and_the_search_goes_on(
         "train", "data=synthetic", "data.source.n_users=60", "data.source.n_items=40",
         "data.source.n_interactions=600", "hparams_search=diffrec",
         "hydra/sweeper/sampler=grid", "model.noise_min=choice(0.001)",
-        "model.noise_max=choice(0.0005,0.02)", "hp.units=choice(16)", "hp.layers=choice(1)",
+        "model.noise_max=choice(0.0005,0.02)", "hp.dims=choice(16)",
         "model.steps=choice(5)", "model.noise_scale=choice(0.1)", "model.lr=choice(0.001)",
         "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1", "logger=none",
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,

@@ -11,6 +11,10 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver(
     "advrec.repeat", lambda value, times: [value] * int(times), replace=True
 )
+# ${advrec.dims:"200-600"} -> [200, 600]: layer widths as one categorical sweep value
+OmegaConf.register_new_resolver(
+    "advrec.dims", lambda value: [int(w) for w in str(value).split("-")], replace=True
+)
 
 # ${advrec.cwd:} -> the directory advrec was started in. Unlike ${hydra:runtime.cwd} it
 # resolves before Hydra is set up, which is when a multirun resolves hydra.sweep.dir
