@@ -242,3 +242,38 @@ def test_skipped_amp_steps_are_counted_and_logged(dm):
     t = trainer(max_epochs=1, callbacks=[spy])
     t.fit(model, datamodule=dm)
     assert float(t.callback_metrics["train/skipped_steps"]) == spy.calls // 2
+
+
+def test_16_mixed_with_a_real_grad_scaler_on_cpu(dm):
+    """float16 autocast and torch's GradScaler run on CPU (Lightning alone turns 16-mixed into
+    bf16-mixed there, so the plugin is given): from a scale of 2^40 the first steps overflow,
+    are skipped and halve the scale; the epoch's count is logged; gradients are clipped after
+    the scaler unscaled them (clipped scaled ones would come out 2^16 times too small)."""
+    import math
+
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    clip, norms, scales = 0.01, [], []
+
+    class Watch(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            scales.append(scaler.get_scale())
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            pl_module.on_before_optimizer_step(optimizer)  # the model clips first (idempotent)
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None]))
+            norms.append(float(norm))
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+    model = small(dm, grad_clip=clip)
+    t = trainer(
+        max_epochs=2, callbacks=[Watch()], plugins=[MixedPrecision("16-mixed", "cpu", scaler)]
+    )
+    t.fit(model, datamodule=dm)
+    final = scaler.get_scale()
+    assert t.precision_plugin.precision == "16-mixed" and final < 2.0**40
+    assert sum(not math.isfinite(n) for n in norms) == math.log2(2.0**40 / final)  # skipped
+    assert float(t.callback_metrics["train/skipped_steps"]) == math.log2(scales[-1] / final)
+    finite = [n for n in norms if math.isfinite(n)]
+    assert finite and max(finite) == pytest.approx(clip, rel=1e-3)
