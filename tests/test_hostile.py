@@ -128,6 +128,12 @@ def test_eval_and_recommend_refuse_a_diverged_checkpoint(tiny, tmp_path):  # noq
         (["model=pop", "ks=[-5]"], ["ks=[-5]"]),
         (["model=pop", "seed=-1"], ["seed=-1", "[0, 2^32)"]),
         (["model=pop", "data.eval_batch_size=0"], ["data.eval_batch_size=0", ">= 1"]),
+        (["model=cfgan", "model.g_hidden=[400,0]"], ["model.g_hidden=[400, 0]", ">= 1"]),
+        (["hparams_search=diffrec", "hydra.mode=RUN", "hp.dims=0"], ["model.hidden=[0]"]),
+        (["hparams_search=diffrec", "hydra.mode=RUN", "hp.dims=abc"], ["'abc'", "200-600"]),
+        (["model=cfgan", "callbacks.resume_point.at_end=maybe"], ["at_end='maybe'", "true"]),
+        (["model=cfgan", "callbacks.resume_point.every_batches=0"], ["every_batches=0"]),
+        (["model=cfgan", "+callbacks.resume_point.bogus=1"], ["callbacks.resume_point", "bogus"]),
     ],
 )
 def test_a_value_out_of_range_is_one_line_naming_the_key(tmp_path, overrides, words):

@@ -11,10 +11,19 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver(
     "advrec.repeat", lambda value, times: [value] * int(times), replace=True
 )
-# ${advrec.dims:"200-600"} -> [200, 600]: layer widths as one categorical sweep value
-OmegaConf.register_new_resolver(
-    "advrec.dims", lambda value: [int(w) for w in str(value).split("-")], replace=True
-)
+
+
+def _dims(value) -> list[int]:
+    """${advrec.dims:"200-600"} -> [200, 600]: layer widths as one categorical sweep value."""
+    try:
+        return [int(w) for w in str(value).split("-")]
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not layer widths joined by '-' (e.g. hp.dims=1000 or hp.dims=200-600)"
+        ) from None
+
+
+OmegaConf.register_new_resolver("advrec.dims", _dims, replace=True)
 
 # ${advrec.cwd:} -> the directory advrec was started in. Unlike ${hydra:runtime.cwd} it
 # resolves before Hydra is set up, which is when a multirun resolves hydra.sweep.dir

@@ -187,10 +187,16 @@ def build_callbacks(cfg: DictConfig, console_only: bool = False) -> list[Callbac
     protocol = Protocol.from_config(cfg.protocol)
     interactive = _interactive(cfg)
     out = []
-    for cb in (cfg.get("callbacks") or {}).values():
+    for name, cb in (cfg.get("callbacks") or {}).items():
         if not protocol.keeps_callback(cb._target_):
             continue
-        made = instantiate(cb)
+        try:
+            made = instantiate(cb)
+        except InstantiationException as e:  # a callback's own refusal, else Hydra's words
+            cause = e.__cause__
+            if isinstance(cause, AdvrecError):
+                raise cause from None
+            raise AdvrecError(f"bad option in callbacks.{name}: {cause or e}") from None
         if isinstance(made, ProgressBar):
             keep = interactive
         elif isinstance(made, ProgressLines):

@@ -80,6 +80,12 @@ class Recommender(LightningModule):
             for value in [self.hparams.get(name), *search.get(name, [])]:
                 if isinstance(value, float) and not math.isfinite(value):
                     raise AdvrecError(f"model.{name}={value!r}: it must be a finite number")
+        for name, widths in self.hparams.items():  # g_hidden, d_hidden, hidden: layer widths
+            if name.endswith("hidden") and not _layer_widths(widths):
+                raise AdvrecError(
+                    f"model.{name}={widths!r}: it must be a list of whole numbers >= 1 (the "
+                    "widths of the hidden layers)"
+                )
         for name, (rule, ok) in rules.items():
             for value in [self.hparams.get(name), *search.get(name, [])]:
                 try:
@@ -243,3 +249,11 @@ class ClosedForm(Recommender):
 
     def refit(self, matrix: sp.csr_matrix) -> None:
         self.fit_checked(matrix)
+
+
+def _layer_widths(value) -> bool:
+    """A list of whole numbers >= 1 (empty: no hidden layer)."""
+    try:
+        return all(float(w) == int(w) >= 1 for w in value)
+    except (TypeError, ValueError):
+        return False

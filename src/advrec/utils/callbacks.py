@@ -100,6 +100,13 @@ class ResumePoint(Callback):
         every_batches: int | None = None,
         at_end: bool = True,
     ):
+        for key, value, ok, rule in (
+            ("every_minutes", every_minutes, _positive_or_none(float), "a number > 0 or null"),
+            ("every_batches", every_batches, _positive_or_none(int), "a whole number >= 1 or null"),
+            ("at_end", at_end, lambda v: isinstance(v, bool), "true or false"),
+        ):
+            if not ok(value):
+                raise AdvrecError(f"callbacks.resume_point.{key}={value!r}: it must be {rule}")
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.every_minutes, self.every_batches = every_minutes, every_batches
         self.at_end = at_end
@@ -144,3 +151,9 @@ class ResumePoint(Callback):
             pl_module.status = previous
         self.saved = True
         self._since = time.monotonic()
+
+
+def _positive_or_none(kind: type):
+    """A test: None, or a positive number of `kind` (bool is not a number here)."""
+    allowed = (int, float) if kind is float else (int,)
+    return lambda v: v is None or (isinstance(v, allowed) and not isinstance(v, bool) and v > 0)

@@ -151,7 +151,8 @@ def user_errors(fn):
         except MissingMandatoryValue as e:
             message = f"config value {e.full_key} must be set; add {e.full_key}=... to the command"
         except OmegaConfBaseException as e:
-            message = f"bad config at {e.full_key or '?'}: {e.msg}"
+            # one line: OmegaConf appends "full_key: ..." / "object_type=..." lines of its own
+            message = f"bad config at {e.full_key or '?'}: {str(e.msg).splitlines()[0]}"
         except OSError as e:
             if e.errno not in DISK_ERRORS:
                 raise
