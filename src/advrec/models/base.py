@@ -83,8 +83,8 @@ class Recommender(LightningModule):
         for name, widths in self.hparams.items():  # g_hidden, d_hidden, hidden: layer widths
             if name.endswith("hidden") and not _layer_widths(widths):
                 raise AdvrecError(
-                    f"model.{name}={widths!r}: it must be a list of whole numbers >= 1 (the "
-                    "widths of the hidden layers)"
+                    f"model.{name}={widths!r}: it must be a whole number >= 1 or a list of "
+                    "them (the widths of the hidden layers)"
                 )
         for name, (rule, ok) in rules.items():
             for value in [self.hparams.get(name), *search.get(name, [])]:
@@ -252,7 +252,10 @@ class ClosedForm(Recommender):
 
 
 def _layer_widths(value) -> bool:
-    """A list of whole numbers >= 1 (empty: no hidden layer)."""
+    """One whole number >= 1 (a model with one hidden layer, e.g. the README's skeleton) or a
+    list of them (empty: no hidden layer)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
     try:
         return all(float(w) == int(w) >= 1 for w in value)
     except (TypeError, ValueError):
