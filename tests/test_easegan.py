@@ -1,7 +1,8 @@
-"""EASE-GAN: it starts at EASE^R's solution (the reconstruction gradient vanishes there), the
+"""EASE-GAN: W = B + Delta starts at EASE^R's solution, its loss is EASE^R's objective's exact
+excess over B (zero gradient at the start in every batch, so the ablation is EASE^R), the
 ablation never touches D, it keeps beating popularity on planted blocks while the adversary
-trains, a killed run resumes to the uninterrupted one's numbers (W is not re-initialised),
-and it trains under DDP with the single-process metrics."""
+trains, a checkpoint holds Delta and the sparse training rows (never B), a killed run resumes
+to the uninterrupted one's numbers, and it trains under DDP with the single-process metrics."""
 
 import json
 
@@ -23,6 +24,8 @@ from tests.helpers import (
 )
 from tests.helpers.killers import KillAt
 
+RANKS = [4, None]  # low rank, dense
+
 
 @pytest.fixture(scope="module")
 def dm():
@@ -34,48 +37,93 @@ def small(dm, **kw):
     return EASEGAN(dm.n_users, dm.n_items, **{**params, **kw})
 
 
-def test_starts_at_ease_where_the_reconstruction_gradient_vanishes(dm):
-    model = small(dm, adv_weight=0.0)
+def started(dm, **kw) -> EASEGAN:
+    model = small(dm, **kw)
     model.prepare_fit(dm.fit_data(model.plan()))
+    return model
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_starts_at_ease_with_a_zero_gradient_in_every_batch(dm, rank):
+    model = started(dm, adv_weight=0.0, rank=rank)
     ease = EASE(dm.n_users, dm.n_items, lam=5.0)
     ease.fit_matrix(dm.train_matrix)
-    assert torch.allclose(model.generator.weight, ease.B, atol=1e-6)
+    assert torch.equal(model.generator.base, ease.B)
     h = torch.from_numpy(dm.train_matrix[:9].toarray())
     assert torch.allclose(
-        model.score(torch.arange(9), h), ease.score(torch.arange(9), h), atol=1e-5
+        model.score(torch.arange(9), h), ease.score(torch.arange(9), h), atol=1e-6
     )
-    # the loss over every training row is EASE^R's objective / n_rows: zero gradient at B
-    # (a wrong L2 scale or a diagonal that counts would leave one)
+    # a minibatch of EASE^R's objective has a gradient at B (only the full sum vanishes);
+    # the excess has none, in any batch: Adam cannot move G without the adversary
     x = torch.from_numpy(dm.train_matrix.toarray())
-    loss, stats = model.g_loss({"x": x, "ids": torch.arange(len(x))})
-    assert set(stats) == {"recon"}
-    w = model.generator.weight
-    objective = ((x - x @ ease.B).pow(2).sum() + 5.0 * ease.B.pow(2).sum()) / len(x)
-    assert float(loss.detach()) == pytest.approx(float(objective), rel=1e-5)
-    (grad,) = torch.autograd.grad(loss, w)
-    moved = small(dm, adv_weight=0.0)
-    moved.prepare_fit(dm.fit_data(moved.plan()))
+    params = list(model.delta.parameters())
+    for rows in (slice(0, 7), slice(7, 23), slice(None)):
+        loss, stats = model.g_loss({"x": x[rows], "ids": torch.arange(len(x))[rows]})
+        assert set(stats) == {"excess"} and float(loss.detach()) == 0.0
+        assert all(not g.any() for g in torch.autograd.grad(loss, params))
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_the_loss_is_the_exact_excess_of_easer_objective_over_b(dm, rank):
+    """f(B + Delta) - f(B) = (||X Delta||^2 + lam ||Delta||^2) / n for any zero-diagonal Delta:
+    B must be EASE^R's minimiser and ||Delta||^2 (low rank: from r x r products) exact."""
+    model = started(dm, adv_weight=0.0, rank=rank)
+    torch.manual_seed(0)
     with torch.no_grad():
-        moved.generator.weight.add_(0.01 * torch.randn_like(w))
-    away_loss = moved.g_loss({"x": x, "ids": torch.arange(len(x))})[0]
-    (away,) = torch.autograd.grad(away_loss, moved.generator.weight)
-    assert grad.norm() < 1e-3 * away.norm()
+        for p in model.delta.parameters():
+            p.copy_(0.1 * torch.randn_like(p))
+        if rank is None:
+            model.delta.weight.diagonal().zero_()
+    rows = torch.from_numpy(dm.fit_data(model.plan()).row_ids)
+    x = torch.from_numpy(dm.train_matrix.toarray())[rows].double()
+    b = model.generator.base.double()
+    delta = model.delta(torch.eye(dm.n_items)).double()  # Delta itself: e_i Delta = row i
+    assert delta.diagonal().abs().max() < 1e-6  # u_i . v_i rounds apart from (U V^T)_ii
+
+    def f(w):
+        return float(((x - x @ w).pow(2).sum() + 5.0 * w.pow(2).sum()) / len(x))
+
+    loss, _ = model.g_loss({"x": x.float(), "ids": rows})
+    assert float(loss) == pytest.approx(f(b + delta) - f(b), rel=1e-4)
+    assert float(loss) > 0
 
 
-def test_the_ablation_never_trains_d_and_the_diagonal_stays_zero(dm):
-    model = small(dm, adv_weight=0.0)
+def test_the_ablation_through_the_entry_point_scores_exactly_as_easer(tmp_path):
+    """adv_weight=0: trained for epochs, chosen on validation, refit, tested: EASE^R's metrics
+    (before W = B + Delta, Adam's minibatch noise moved W and the ablation drifted)."""
+    runs = {}
+    for name, extra in (("ease", []), ("easegan", ["model.adv_weight=0", "trainer.max_epochs=3"])):
+        run_cli(
+            "train", f"model={name}", "data=synthetic", "model.lam=50", *extra,
+            f"hydra.run.dir={tmp_path / name}", cwd=tmp_path,
+        )  # fmt: skip
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert runs["easegan"]["epochs"] >= 1 and runs["easegan"]["refit"] == "train+validation"
+    keys = [k for k in runs["ease"] if k.startswith("test/")]
+    assert keys and all(
+        runs["easegan"][k] == pytest.approx(runs["ease"][k], abs=1e-6) for k in keys
+    )
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_the_ablation_never_trains_d_and_the_diagonal_stays_zero(dm, rank):
+    model = small(dm, adv_weight=0.0, rank=rank)
     assert [p.passes for p in model.phases()] == [0, 1]
     d0 = [p.detach().clone() for p in model.discriminator.parameters()]
     quiet_trainer(max_epochs=2, limit_val_batches=0).fit(model, datamodule=dm)
     assert all(torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters(), strict=True))
-    adv = small(dm, adv_weight=1.0)
+    assert float(model.w_drift()) == 0.0
+    adv = small(dm, adv_weight=1.0, rank=rank)
     quiet_trainer(max_epochs=2, limit_val_batches=0).fit(adv, datamodule=dm)
     assert any(
         not torch.equal(a, b) for a, b in zip(d0, adv.discriminator.parameters(), strict=True)
     )
-    for m in (model, adv):
-        assert not m.generator.weight.diagonal().any()
-        assert float(m.w_drift()) > 0
+    assert float(adv.w_drift()) > 0
+    if rank is None:
+        assert not adv.delta.weight.diagonal().any()
+    else:
+        assert float(adv.delta.diagonal().abs().max()) > 0  # U V^T has a diagonal; Delta not
+        assert float(adv.delta(torch.eye(dm.n_items)).diagonal().abs().max()) < 1e-6
 
 
 def test_planted_blocks_beat_popularity_while_the_adversary_trains():
@@ -92,7 +140,8 @@ def test_planted_blocks_beat_popularity_while_the_adversary_trains():
 
 
 def test_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(dm, tmp_path):
-    """A resumed fit keeps the checkpoint's W (prepare_fit runs again on resume)."""
+    """A resumed fit keeps the checkpoint's Delta (prepare_fit runs again on resume and
+    solves B again)."""
 
     def run(callbacks=(), ckpt=None):
         torch.manual_seed(0)
@@ -105,7 +154,9 @@ def test_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(dm, tmp_pa
     with pytest.raises(SystemExit):
         run([KillAt(epoch=1, at=2), ResumePoint(dirpath=tmp_path, filename="last")])
     resumed, b = run(ckpt=str(tmp_path / "last.ckpt"))
-    assert torch.equal(a.generator.weight, b.generator.weight)
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.delta.parameters(), b.delta.parameters(), strict=True)
+    )
     assert resumed == whole
 
 
@@ -129,6 +180,14 @@ def test_cli_run_logs_what_d_changes_then_eval_reproduces_it(tmp_path):
         assert len(values) >= 3 and np.isfinite(values).all(), key
     assert (curve["train/w_drift"].dropna() > 0).all()
     assert curve["train/topk_coverage"].dropna().between(0, 1).all()
+    # the checkpoint holds Delta and the sparse training rows, never B (n x n): eval solves
+    # B again from those rows and scores as the run did
+    ckpt = torch.load(m["checkpoint"], map_location="cpu", weights_only=False)
+    n_items = ckpt["hyper_parameters"]["n_items"]
+    assert not any("base" in k for k in ckpt["state_dict"])
+    assert max(t.numel() for t in ckpt["state_dict"].values()) < n_items**2
+    start = ckpt["advrec_easegan_start"]
+    assert start["shape"][1] == n_items and len(start["indices"]) > 0
     run_cli("eval", f"ckpt_path={m['checkpoint']}", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path)
     again = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert again["test/ndcg@20"] == pytest.approx(m["test/ndcg@20"], abs=1e-7)
@@ -162,7 +221,9 @@ def test_search_over_anything_but_the_start_is_refused(tmp_path):
     one_line_refusal(proc, "model.search", "hparams_search=easegan")
 
 
-@pytest.mark.parametrize("bad", ["model.lam=0", "model.adv_weight=-1"])
+@pytest.mark.parametrize(
+    "bad", ["model.lam=0", "model.adv_weight=-1", "model.rank=0", "model.rank=2.5"]
+)
 def test_bad_settings_are_refused_in_one_line(bad, tmp_path):
     proc = run_cli("train", "model=easegan", "data=synthetic", bad, cwd=tmp_path, check=False)
     one_line_refusal(proc, bad.split("=")[0])

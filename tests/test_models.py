@@ -159,12 +159,16 @@ def test_multvae_beta_reaches_beta_max_within_a_short_run(tmp_path):
 
 @pytest.mark.parametrize("shape", [(30, 80), (80, 30)])  # fewer users than items, and more
 def test_ease_through_the_user_kernel_equals_the_item_gram_route(shape):
-    """Woodbury's route (users < items: Last.fm's shape) gives the item-Gram route's B."""
+    """Woodbury's route (users < items: Last.fm's shape) gives the item-Gram route's B, in
+    one block of columns or several (17 columns a block: uneven)."""
     from advrec.models.ease import EASESolver
 
     x = Synthetic(n_users=shape[0], n_items=shape[1], n_interactions=600, seed=2).load().matrix
     x = sp.vstack([x, sp.csr_matrix((2, x.shape[1]))]).tocsr()  # empty rows change nothing
     for lam in (0.5, 7.0, 300.0):
-        dual, items = EASESolver(x, dual=True), EASESolver(x, dual=False)
-        assert torch.allclose(dual(lam), items(lam), atol=1e-5)
+        items = EASESolver(x, dual=False)(lam)
+        for block in (2**30, 17 * 8 * x.shape[1]):
+            dual = EASESolver(x, dual=True, block_bytes=block)(lam)
+            assert dual.dtype == torch.float32 and not dual.diagonal().any()
+            assert torch.allclose(dual, items, atol=1e-5)
     assert EASESolver(x).dual == (x.shape[0] - 2 < x.shape[1])

@@ -67,7 +67,7 @@ def test_every_search_space_composes_into_valid_overrides(name):
             for k, d in space.items()
         ]
         cfg = compose("train", overrides=[f"hparams_search={name}", *lows])
-        model = name.split("_")[0]  # a search is named after its model (easegan_ablation: easegan)
+        model = name.split("_")[0]  # a search is named after its model
         assert cfg.model._target_.lower().endswith(model)
         for key in space:
             node = cfg

@@ -1,26 +1,43 @@
 """EASE-GAN (advrec's own): an adversarial item-item generator that starts where EASE^R ends.
 
-G maps a user's history x to scores x W with an item-item W whose diagonal is zero, as in
-EASE^R (Steck 2019), and W starts at EASE^R's closed-form solution on the training rows.
+G maps a user's history x to scores x W with an item-item W = B + Delta whose diagonal is
+zero, as in EASE^R (Steck 2019). B is EASE^R's closed-form solution on the training rows,
+frozen and never checkpointed (rebuilt from the training matrix, which checkpoints keep in
+sparse form); G trains only the correction
+
+    Delta = U V^T - diag(d),  d_i = u_i . v_i        (rank `rank`: zero diagonal by construction)
+
+or a dense zero-diagonal Delta with `rank: null`. U starts random and V at zero, so Delta = 0.
 D is CFGAN's conditional discriminator (`ConditionalGAN`): real [x ; x], fake
 [x ; G(x) * mask], with the scheme's masks (ZR: D sees the observed entries; PM/ZP: also a
-fresh sample of s_pm % of the unobserved ones each epoch). G's loss is
+fresh sample of s_pm % of the unobserved ones each epoch).
 
-    mean_u ||x_u - x_u W||^2 + (lam / n_rows) ||W||^2      EASE^R's objective, per row
+EASE^R's objective f(W) = (||X - X W||^2 + lam ||W||^2) / n_rows is quadratic and B is its
+minimiser over zero-diagonal W, so for every zero-diagonal Delta, exactly,
+
+    f(B + Delta) = f(B) + (||X Delta||^2 + lam ||Delta||^2) / n_rows.
+
+G's loss is that excess (its batch estimate: mean_u ||x_u Delta||^2 + lam / n_rows ||Delta||^2)
+
   + adv_weight * -log D([x ; G(x) * mask])                 the adversary
   + alpha * mean_u sum_{N^ZR} G(x)^2                       CFGAN's ZR penalty (ZR, ZP)
 
-so with `adv_weight=0` (and alpha=0) D never trains and G is EASE^R refined by gradient
-descent from its own optimum: the ablation. Which of the two validation prefers is the
-finding. Logged each epoch besides the losses: `w_drift` (||W - W_EASE|| / ||W_EASE||),
-`topk_popularity` (the mean share of training rows holding an item of the users' unseen
-top-`collapse_k`), `topk_coverage` (the share of the catalogue those lists reach) and
-`topk_in_condition` (the identity-collapse share; see `ConditionalGAN.diagnostics`).
+A minibatch of f itself has a non-zero gradient at B (only the sum over all rows vanishes),
+which Adam, normalising per coordinate, turned into a step of about lr_g on every entry;
+the excess has an exactly zero gradient at Delta = 0 in every batch. So with `adv_weight=0`
+(and alpha=0) G never moves and the ablation *is* EASE^R (its metrics equal EASE^R's): any
+gain over EASE^R is the adversary's. Logged each epoch besides the losses: `w_drift`
+(||Delta|| / ||B||), `topk_popularity` (the mean share of training rows holding an item of
+the users' unseen top-`collapse_k`), `topk_coverage` (the share of the catalogue those lists
+reach) and `topk_in_condition` (the identity-collapse share; see `ConditionalGAN.diagnostics`).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -30,25 +47,74 @@ from advrec.models.cfgan import ConditionalGAN
 from advrec.models.ease import EASESolver
 
 
-class ItemItem(nn.Module):
-    """x -> x W with W's diagonal held at zero (an item never scores itself): the diagonal
-    is subtracted from W itself, so its gradient is exactly zero and Adam never moves it."""
+class LowRankDelta(nn.Module):
+    """Delta = U V^T - diag(d), d_i = u_i . v_i: x Delta = (x U) V^T - x * d, never n x n."""
+
+    def __init__(self, n: int, rank: int):
+        super().__init__()
+        self.u = nn.Parameter(torch.randn(n, rank) / math.sqrt(rank))  # entries of x Delta
+        self.v = nn.Parameter(torch.zeros(n, rank))  # move like one of W's entries (~lr)
+
+    def diagonal(self) -> torch.Tensor:
+        return (self.u * self.v).sum(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.u) @ self.v.T - x * self.diagonal()
+
+    def sq_norm(self) -> torch.Tensor:
+        """||Delta||_F^2 = ||U V^T||_F^2 - ||d||^2, from r x r products."""
+        return ((self.u.T @ self.u) * (self.v.T @ self.v)).sum() - self.diagonal().pow(2).sum()
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.v.zero_()
+
+
+def _zero_grad_diagonal(p: torch.Tensor) -> None:
+    p.grad.diagonal().zero_()
+
+
+class DenseDelta(nn.Module):
+    """A dense n x n Delta whose diagonal is held at zero: its gradient's diagonal is zeroed
+    as it is accumulated, so no optimiser ever moves it (and no n x n copy is made per call)."""
 
     def __init__(self, n: int):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(n, n))
+        self.weight.register_post_accumulate_grad_hook(_zero_grad_diagonal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        return x @ (w - torch.diag_embed(w.diagonal()))
+        return x @ self.weight
+
+    def sq_norm(self) -> torch.Tensor:
+        return self.weight.pow(2).sum()
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.weight.zero_()
+
+
+class BasePlusDelta(nn.Module):
+    """x -> x B + x Delta: B a frozen, non-persistent buffer (a sparse product: histories
+    are sparse, B is not), Delta trained."""
+
+    def __init__(self, delta: nn.Module):
+        super().__init__()
+        self.delta = delta
+        self.register_buffer("base", torch.zeros(0), persistent=False)  # set by EASEGAN
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            xb = torch.sparse.mm(x.float().to_sparse(), self.base)
+        return xb + self.delta(x)
 
 
 class EASEGAN(ConditionalGAN):
-    """See the module docstring. `lam` is EASE^R's L2 weight (the initial solution's and the
-    reconstruction term's); fix it to the tuned EASE^R's of the same data, or let
-    `search={lam: [...]}` choose it on validation in every run as EASE^R's grid does: the
-    protocol scores each candidate's starting point (`fit_matrix`, before any training step)
-    by `select_by` and trains from the best."""
+    """See the module docstring. `lam` is EASE^R's L2 weight (the start's and the excess
+    term's); fix it to the tuned EASE^R's of the same data, or let `search={lam: [...]}`
+    choose it on validation in every run as EASE^R's grid does: the protocol scores each
+    candidate's starting point (`fit_matrix`, before any training step) by `select_by` and
+    trains from the best. `rank`: Delta's rank (null: a dense Delta, n^2 parameters)."""
 
     reads_history = True
 
@@ -63,6 +129,7 @@ class EASEGAN(ConditionalGAN):
         n_users: int,
         n_items: int,
         lam: float = 500.0,
+        rank: int | None = 64,
         adv_weight: float = 1.0,
         scheme: str = "ZP",
         s_zr: float = 70.0,
@@ -87,8 +154,14 @@ class EASEGAN(ConditionalGAN):
         search: dict | None = None,
         select_by: str | None = "val/ndcg@10",
     ):
+        if rank is not None and (isinstance(rank, bool) or int(rank) != rank or rank < 1):
+            raise AdvrecError(
+                f"model.rank={rank!r}: it must be a whole number >= 1 (Delta's rank), or null "
+                "for a dense Delta"
+            )
+        delta = DenseDelta(n_items) if rank is None else LowRankDelta(n_items, int(rank))
         super().__init__(
-            n_users, n_items, ItemItem(n_items), "users", scheme, negatives, n_items,
+            n_users, n_items, BasePlusDelta(delta), "users", scheme, negatives, n_items,
             d_hidden, d_act, seed, mask_cache_entries, ks,
         )  # fmt: skip
         self.save_hyperparameters()
@@ -102,38 +175,54 @@ class EASEGAN(ConditionalGAN):
         self.select_by, self.selection = select_by, []
         self.check_limits()
         self.adversarial = adv_weight > 0
-        self.register_buffer("w_ease", torch.zeros(n_items, n_items))  # where W started
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
+        self._start: sp.csr_matrix | None = None  # the training rows B solves EASE^R on
+        self._base_norm = 1.0
         self._n_rows = 1
         self._popularity: torch.Tensor | None = None
 
+    @property
+    def delta(self) -> nn.Module:
+        return self.generator.delta
+
     def prepare_fit(self, data: FitData) -> None:
-        """EASE^R's solution on the training rows, once: a resumed fit keeps its own W."""
+        """B := EASE^R's solution on the training rows; Delta starts at zero, except in a
+        resumed fit, which keeps its own."""
         super().prepare_fit(data)
         self._n_rows = max(len(data.row_ids), 1)
         m = data.rows[data.row_ids]
         counts = np.asarray(m.getnnz(axis=0), dtype=np.float32)
         self._popularity = torch.from_numpy(counts / self._n_rows).to(self.device)
         if bool(self.started):
+            self._solve(m)
             return
         self.fit_checked(m)
-        with torch.no_grad():
-            self.w_ease.copy_(self.generator.weight)
         self.started.fill_(True)
 
     def fit_matrix(self, matrix) -> None:
-        """G := EASE^R's solution on `matrix` (users x items) at the current lam: the start,
-        and what `search` scores each candidate lam by."""
-        w = EASESolver(matrix, self.device)(self.hparams.lam)
-        with torch.no_grad():
-            self.generator.weight.copy_(w)
+        """G := EASE^R's solution on `matrix` (users x items) at the current lam (Delta = 0):
+        the start, and what `search` scores each candidate lam by."""
+        self._solve(matrix)
+        self.delta.reset()
+
+    def _solve(self, matrix) -> None:
+        self._start = sp.csr_matrix(matrix, dtype=np.float32)
+        self.generator.base = EASESolver(self._start, self.device)(self.hparams.lam)
+        self._base_norm = float(self.generator.base.norm()) or 1.0
+
+    def generate(self, cond: torch.Tensor) -> torch.Tensor:
+        if self.generator.base.numel() == 0:  # loaded from a checkpoint: solve B again
+            if self._start is None:
+                raise AdvrecError("EASE-GAN scored before its start (EASE^R's B) was solved")
+            self._solve(self._start)
+        return self.generator(cond)
 
     def g_loss(self, batch: dict):
         h, x, ids = self.hparams, batch["x"], batch["ids"]
-        g = self.generator(x)
-        w = self.generator.weight
-        recon = (x - g).pow(2).sum(1).mean() + h.lam / self._n_rows * w.pow(2).sum()
-        loss, stats = recon, {"recon": recon}
+        g = self.generate(x)
+        xd = self.delta(x)
+        excess = xd.pow(2).sum(1).mean() + h.lam / self._n_rows * self.delta.sq_norm()
+        loss, stats = excess, {"excess": excess}
         if self.adversarial:
             adv = self.fool(x, g * self.fake_mask(ids, x))
             loss = loss + h.adv_weight * adv
@@ -147,8 +236,8 @@ class EASEGAN(ConditionalGAN):
 
     @torch.no_grad()
     def w_drift(self) -> torch.Tensor:
-        """||W - W_EASE|| / ||W_EASE||: how far training moved G from EASE^R's solution."""
-        return (self.generator.weight - self.w_ease).norm() / self.w_ease.norm().clamp(min=1e-12)
+        """||Delta|| / ||B||: how far training moved G from EASE^R's solution."""
+        return self.delta.sq_norm().clamp(min=0).sqrt() / self._base_norm
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, torch.Tensor]:
@@ -165,4 +254,30 @@ class EASEGAN(ConditionalGAN):
         }
 
     def score(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        return self.generator(history)
+        return self.generate(history)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The training rows B was solved on (sparse: B itself is n x n), so a loaded model
+        scores without the data."""
+        super().on_save_checkpoint(checkpoint)
+        if self._start is not None:
+            m = self._start
+            checkpoint["advrec_easegan_start"] = {
+                "shape": list(m.shape),
+                **{
+                    k: torch.from_numpy(getattr(m, k).copy()) for k in ("indptr", "indices", "data")
+                },
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "generator.weight" in checkpoint.get("state_dict", {}):
+            raise AdvrecError(
+                "this EASE-GAN checkpoint holds a dense W (written before W = B + Delta); "
+                "retrain it with this version"
+            )
+        start = checkpoint.get("advrec_easegan_start")
+        if start is not None:
+            parts = (start[k].numpy() for k in ("data", "indices", "indptr"))
+            self._start = sp.csr_matrix(tuple(parts), shape=tuple(start["shape"]))
+            self.generator.base = torch.zeros(0, device=self.device)
