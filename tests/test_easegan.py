@@ -186,6 +186,15 @@ def test_cli_run_logs_what_d_changes_then_eval_reproduces_it(tmp_path):
     run_cli("eval", f"ckpt_path={m['checkpoint']}", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path)
     again = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert again["test/ndcg@20"] == pytest.approx(m["test/ndcg@20"], abs=1e-7)
+    # a checkpoint of the dense-W EASE-GAN (before B + Delta) is refused, nothing written
+    ckpt["state_dict"]["generator.weight"] = torch.zeros(n_items, n_items)
+    torch.save(ckpt, tmp_path / "dense.ckpt")
+    proc = run_cli(
+        "eval", f"ckpt_path={tmp_path / 'dense.ckpt'}", f"hydra.run.dir={tmp_path / 'd'}",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    one_line_refusal(proc, "dense W", "retrain")
+    assert not (tmp_path / "d" / "metrics.json").exists()
 
 
 def test_search_chooses_the_start_as_easer_grid_does_and_the_refit_keeps_it(tmp_path):

@@ -85,10 +85,13 @@ class BasePlusDelta(nn.Module):
         self.delta = delta
         self.register_buffer("base", torch.zeros(0), persistent=False)  # set by EASEGAN
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def base_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """x B, in float32 whatever the autocast."""
         with torch.autocast(x.device.type, enabled=False):
-            xb = torch.sparse.mm(x.float().to_sparse(), self.base)
-        return xb + self.delta(x)
+            return torch.sparse.mm(x.float().to_sparse(), self.base)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_scores(x) + self.delta(x)
 
 
 class EASEGAN(ConditionalGAN):
@@ -189,17 +192,21 @@ class EASEGAN(ConditionalGAN):
         self.generator.base = EASESolver(self._start, self.device)(self.hparams.lam)
         self._base_norm = float(self.generator.base.norm()) or 1.0
 
-    def generate(self, cond: torch.Tensor) -> torch.Tensor:
+    def _base_ready(self) -> None:
         if self.generator.base.numel() == 0:  # loaded from a checkpoint: solve B again
             if self._start is None:
                 raise AdvrecError("EASE-GAN scored before its start (EASE^R's B) was solved")
             self._solve(self._start)
+
+    def generate(self, cond: torch.Tensor) -> torch.Tensor:
+        self._base_ready()
         return self.generator(cond)
 
     def g_loss(self, batch: dict):
         h, x, ids = self.hparams, batch["x"], batch["ids"]
-        g = self.generate(x)
-        xd = self.delta(x)
+        self._base_ready()
+        xd = self.delta(x)  # once: G's output and the excess share it
+        g = self.generator.base_scores(x) + xd
         excess = xd.pow(2).sum(1).mean() + h.lam / self._n_rows * self.delta.sq_norm()
         loss, stats = excess, {"excess": excess}
         if self.adversarial:
