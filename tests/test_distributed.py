@@ -2,8 +2,10 @@
 
 import json
 
+import pandas as pd
 import pytest
 
+from advrec.metrics.per_user import read_per_user
 from advrec.models.ease import EASE
 from tests.helpers import quiet_trainer, run_cli, synthetic_dm
 
@@ -69,7 +71,7 @@ def _multirun(tmp_path, name: str, *overrides: str) -> dict[str, dict]:
     found = {}
     for path in cwd.glob("multirun/*/*/metrics.json"):
         m = json.loads(path.read_text())
-        found[m["model"]] = m
+        found[m["model"]] = {**m, "per_user": read_per_user(path.parent / "per_user_test.parquet")}
         ckpts = sorted(p.name for p in (path.parent / "checkpoints").iterdir())
         assert "final.ckpt" in ckpts and not any("-v" in c for c in ckpts), ckpts
     return found
@@ -87,6 +89,10 @@ def test_every_exact_model_under_ddp_cpu_equals_one_process(tmp_path):
         for key in keys:
             assert m[key] == pytest.approx(one[name][key], abs=1e-6), (name, key)
         assert m["selected_epoch"] == one[name]["selected_epoch"], name
+        # rank 0 gathered every process's users: the same per-user file as one process
+        got, want = m["per_user"], one[name]["per_user"]
+        assert list(got["user"]) == list(want["user"]) and len(got) == m["test/n_users"], name
+        pd.testing.assert_frame_equal(got, want, atol=1e-6, check_exact=False)
 
 
 @pytest.mark.slow

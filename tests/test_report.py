@@ -70,7 +70,7 @@ def test_report_table_equals_the_runs_metrics(multirun, report):
 
 
 def test_report_plots_are_written_pngs(report):
-    for name in ("metrics_at_k.png", "gan_training.png"):
+    for name in ("ranking.png", "metrics_at_k.png", "gan_training.png"):
         data = (report / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 

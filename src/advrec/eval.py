@@ -14,7 +14,9 @@ from advrec.utils.console import console, metrics_table, user_errors
 
 @user_errors
 def evaluate(cfg: DictConfig) -> dict:
-    """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json."""
+    """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json and
+    per_user_<split>.parquet."""
+    from advrec.metrics.per_user import write_files
     from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
     from advrec.utils.io import write_json  # here, not at the top: `--help` needs neither
 
@@ -46,7 +48,9 @@ def evaluate(cfg: DictConfig) -> dict:
         **{k: float(v) for k, v in sorted(result.items())},
     }
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        out = Path(cfg.paths.output_dir)
+        write_files(out, model.per_user, [cfg.split], dm.data.user_ids, model.ks)
+        write_json(out / "metrics.json", metrics)
         console.print(metrics_table(metrics, model.ks, f"{type(model).__name__}: {cfg.ckpt_path}"))
     return metrics
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
 from advrec.metrics.names import METRICS
+from advrec.metrics.per_user import splits_of
 from advrec.models.base import Recommender
 from advrec.utils.callbacks import DivergenceGuard, nonfinite_weights
 from advrec.utils.io import read_checkpoint, write_bytes
@@ -66,6 +67,7 @@ def check_settings(cfg: DictConfig) -> None:
         value = cfg.data.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise AdvrecError(f"data.{key}={value!r}: it must be a whole number >= 1")
+    splits_of(cfg.get("per_user"))
 
 
 def check_training(cfg: DictConfig, cls: type[Recommender]) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning import Trainer, seed_everything
@@ -151,6 +151,7 @@ class Protocol:
                 res.model = None
                 res.model = cls.load_from_checkpoint(best, weights_only=True)
             res.val = trainer.validate(res.model, datamodule=dm, verbose=False)[0]
+            res.per_user["val"] = res.model.per_user.get("val")
         if res.selected_epoch is None and not closed:
             res.selected_epoch = res.epochs  # the last epoch (nothing was selected)
         if self.refits(res.model):
@@ -158,6 +159,7 @@ class Protocol:
             res.refit = "train+validation"
         if self.test:
             res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
+            res.per_user["test"] = res.model.per_user.get("test")
         elif trainer.lightning_module is not res.model:
             trainer.strategy.connect(res.model)  # the model final.ckpt must hold
         return res
@@ -206,6 +208,8 @@ class Result:
     selected_epoch: int | None = None  # epochs trained by the selected (or last) model
     selected_step: int | None = None
     refit: str | None = None  # what the tested model was refit on, if it was
+    # the tested (and the selected) model's per-user values by split (RankingMetrics')
+    per_user: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
         """Validation and test metrics, the tested model's hyper-parameters and `record()`."""

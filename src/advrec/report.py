@@ -43,6 +43,9 @@ MUST_AGREE = ("data", "protocol")  # runs averaged together must share these
 RUN_COLUMNS = ("data", "protocol", "epochs", "selected_epoch", "refit")
 GAN_CURVES = (("train/d_loss", "D loss"), ("train/g_loss", "G loss"))
 D_CURVES = (("train/D_real", "D(real)"), ("train/D_fake", "D(fake)"))
+GAN_MODELS = ("CFGAN", "IRGAN", "GANMF", "EASEGAN", "GAR")  # runs older than "adversarial"
+GAN_LABEL = r"GAN|\bGAR\b"  # the same, for rows of an earlier runs.csv
+AT_K_GROUPS = 6  # the metric@K figure shows the best groups only (16 lines are unreadable)
 
 
 def find_runs(patterns: Sequence[str]) -> list[Path]:
@@ -83,7 +86,9 @@ def load_runs(paths: Sequence[Path], group_by: Sequence[str]) -> pd.DataFrame:
         row.update({k: v for k, v in m.items() if isinstance(v, (int, float)) and "/" in k})
         row.update({c: m.get(c) for c in RUN_COLUMNS if c not in row})
         row.update(
+            adversarial=m.get("adversarial", m.get("model") in GAN_MODELS),
             seed=m.get("seed"),
+            test_split=_get(m, "dataset.test_fingerprint"),  # pairs runs for the tests
             wall_time_s=m.get("wall_time_s"),
             optimistic=m.get("optimistic", False),
             run=_relative(path.parent),
@@ -107,6 +112,10 @@ def earlier_runs(path: Path, group_by: Sequence[str]) -> pd.DataFrame:
         raise AdvrecError(
             f"{path} has no column(s) {missing}: give a runs.csv written by advrec-report "
             "with the same group_by"
+        )
+    if "adversarial" not in frame:  # written before runs recorded it: GANs by their label
+        frame["adversarial"] = (
+            frame["label"].astype(str).str.contains(GAN_LABEL) if ("label" in frame) else False
         )
     return frame.astype({g: str for g in group_by})
 
@@ -205,7 +214,8 @@ def summary_table(
 def to_markdown(table: pd.DataFrame, group_by: Sequence[str], columns: Sequence[str]) -> str:
     """A GitHub table: mean ± std (n = runs), the best mean per column in bold; a cell that
     fewer of its group's runs have says how many (n=...)."""
-    head = [*group_by, "runs", *columns, "wall s"]
+    vs = ["vs baseline"] if "vs" in table else []
+    head = [*group_by, "runs", *columns, *vs, "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [str(r[g]) for g in group_by] + [str(int(r["n_runs"]))]
@@ -217,11 +227,79 @@ def to_markdown(table: pd.DataFrame, group_by: Sequence[str], columns: Sequence[
             cell = f"{mean:.4f}" + (f" ± {std:.4f}" if np.isfinite(std) else "")
             cell = f"**{cell}**" if r[f"{c}_best"] else cell
             cells.append(cell + (f" (n={n})" if n < r["n_runs"] else ""))
+        cells += [str(r["vs"])] if vs else []
         cells.append(f"{r['wall_time_s_mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     if table["optimistic"].any():
         lines.append("\nRows from an optimistic protocol (test-selected) are not comparable.")
     return "\n".join(lines) + "\n"
+
+
+def vs_cells(
+    table: pd.DataFrame, comp: pd.DataFrame, baselines: dict, group_by: Sequence[str], column: str
+) -> list[str]:
+    """Each table row's "vs baseline" cell on `column`: the mean difference from its
+    dataset's baseline and a marker (see LEGEND)."""
+    base_rows = {tuple(map(str, _key_tuple(k))) for k in baselines.values()}
+    cells = []
+    for _, r in table.iterrows():
+        key = tuple(str(r[g]) for g in group_by)
+        if key in base_rows:
+            cells.append("baseline")
+            continue
+        hit = comp
+        for g in group_by:
+            hit = hit[hit[g].astype(str) == str(r[g])] if not hit.empty else hit
+        hit = hit[hit["metric"] == column] if not hit.empty else hit
+        if hit.empty:
+            cells.append("–")
+            continue
+        c = hit.iloc[0]
+        if c["status"] != "paired":
+            cells.append(f"n/a: {c['status']}")
+            continue
+        p = c["holm_p"]
+        mark = "‡" if p < 0.01 else "†" if p < 0.05 else "ns"
+        cells.append(f"{c['mean_diff']:+.4f} {mark}")
+    return cells
+
+
+def _key_tuple(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def legend(column: str, baseline: str | None) -> str:
+    base = f"{baseline!r}" if baseline else "the best mean of its dataset"
+    return (
+        f"vs baseline: difference in mean {column} from {base} (this row minus it), over the "
+        "users of runs paired by seed and test split; † / ‡ significant at .05 / .01 by a "
+        "two-sided Wilcoxon signed-rank test after Holm-Bonferroni over every comparison in "
+        "comparison.csv; ns: not significant. comparison.csv adds the paired t-test, effect "
+        "size d_z, a bootstrap interval and the seed-level t-interval, for every metric."
+    )
+
+
+def to_latex(table: pd.DataFrame, group_by: Sequence[str], columns: Sequence[str]) -> str:
+    """The table for a paper (pandas Styler): mean ± std, the best mean in bold."""
+    cells, bold = {}, {}
+    for g in group_by:
+        cells[g], bold[g] = table[g].astype(str), False
+    cells["runs"], bold["runs"] = table["n_runs"].astype(int).astype(str), False
+    for c in columns:
+        mean, std = table[f"{c}_mean"], table[f"{c}_std"]
+        cells[c] = [
+            f"{m:.4f}" + (f" ± {s:.4f}" if np.isfinite(s) else "")
+            for m, s in zip(mean, std, strict=True)
+        ]
+        bold[c] = table[f"{c}_best"].to_numpy()
+    if "vs" in table:
+        cells["vs baseline"], bold["vs baseline"] = table["vs"], False
+    frame = pd.DataFrame(cells)
+    mask = pd.DataFrame({c: np.broadcast_to(bold[c], len(frame)) for c in frame.columns})
+    styler = frame.style.hide(axis="index").format(escape="latex")
+    styler = styler.apply(lambda _: mask.map(lambda b: "textbf:--rwrap;" if b else ""), axis=None)
+    latex = styler.to_latex(hrules=True, column_format="l" * len(frame.columns))
+    return latex.replace("±", r"$\pm$")
 
 
 def _label(key: tuple | str) -> str:
@@ -313,6 +391,59 @@ def plot_at_k(runs: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[str
     plt.close(fig)
 
 
+def plot_ranking(runs: pd.DataFrame, group_by: Sequence[str], column: str, out: Path) -> None:
+    """A ranked dot plot of `column` (one panel per dataset): each group's mean over its runs
+    with a 95 % t-interval over seeds, GANs and baselines in two marker styles."""
+    plt = _pyplot()
+    from scipy import stats
+
+    datasets = list(dict.fromkeys(runs["data"].astype(str))) if "data" in runs else [None]
+    rows = []
+    for data in datasets:
+        part = runs if data is None else runs[runs["data"].astype(str) == data]
+        for key, g in part.groupby(list(group_by), sort=False):
+            x = g[column].dropna().to_numpy(dtype=float)
+            if not len(x):
+                continue
+            half = (
+                stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+                if len(x) > 1
+                else 0.0
+            )
+            gan = g["adversarial"].astype(str) == "True"
+            shown = zip(_key_tuple(key), group_by, strict=True)
+            name = _label(tuple(v for v, k in shown if k != "data"))
+            rows.append((data, name, x.mean(), half, bool(gan.any()), len(x)))
+    heights = [sum(r[0] == d for r in rows) for d in datasets]
+    fig, axes = plt.subplots(
+        len(datasets),
+        1,
+        figsize=(8, 1.2 + 0.36 * sum(heights) + 0.6 * len(datasets)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [max(h, 1) for h in heights]},
+    )
+    for ax, data in zip(axes[:, 0], datasets, strict=True):
+        mine = sorted((r for r in rows if r[0] == data), key=lambda r: r[2])
+        for y, (_, _name, mean, half, gan, _n) in enumerate(mine):
+            style = dict(fmt="D", color="C3") if gan else dict(fmt="o", color="C0")
+            ax.errorbar(mean, y, xerr=half, capsize=3, markersize=6, **style)
+        ax.set_yticks(range(len(mine)))
+        ax.set_yticklabels([f"{r[1]} (n={r[5]})" for r in mine], fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(str(data) if data is not None else "", fontsize=10)
+        ax.set_xlabel(f"{column} (mean, 95 % t-interval over seeds)")
+    from matplotlib.lines import Line2D
+
+    marks = [
+        Line2D([], [], marker="D", color="C3", linestyle="", label="GAN"),
+        Line2D([], [], marker="o", color="C0", linestyle="", label="baseline"),
+    ]
+    axes[0, 0].legend(handles=marks, loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def training_curves(run_dir: Path) -> pd.DataFrame | None:
     """Per-epoch training and validation values from a run's CSV log (None without one)."""
     path = run_dir / "csv" / "metrics.csv"  # the selection fit (csv/refit/ is the refit's)
@@ -386,8 +517,8 @@ def plot_gan_training(runs: pd.DataFrame, group_by: Sequence[str], out: Path) ->
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
-            else:
-                ax.text(0.5, 0.5, "not logged by this model", ha="center", transform=ax.transAxes)
+            else:  # e.g. a model that logs no D outputs: no empty panel
+                ax.remove()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -402,14 +533,24 @@ def make_report(
     k: int = 20,
     curves: Sequence[str] = ("ndcg", "recall"),
     wandb: bool = False,
+    baseline: str | None = None,
+    compare_on: str = "ndcg",
 ) -> pd.DataFrame:
-    """Write report.md, report.csv, runs.csv and the PNG plots into `out`."""
+    """Write report.md, report.csv, report.tex, comparison.csv, runs.csv and the PNG plots
+    into `out`."""
+    from advrec import stats  # scipy: only when a report is written
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame = collect(runs, group_by)
     columns = [f"test/{m}@{k}" for m in metrics]
     table = summary_table(frame, group_by, columns)
+    primary = f"test/{compare_on}@{k}"
+    order = [primary, *(c for c in columns if c != primary)]
+    comp, baselines = stats.compare_table(frame, group_by, order, baseline)
+    table["vs"] = vs_cells(table, comp, baselines, group_by, primary)
     markdown = to_markdown(table, group_by, columns)
+    markdown += "\n" + legend(primary, baseline) + "\n"
     mixed = mixed_groups(frame, group_by)
     if mixed:
         warning = (
@@ -421,15 +562,24 @@ def make_report(
         markdown += f"\n**{warning}**\n"
     write_text(out / "report.md", markdown)
     write_csv(out / "report.csv", table)
+    write_csv(out / "comparison.csv", comp)
+    write_text(out / "report.tex", to_latex(table, group_by, columns))
     write_csv(out / "runs.csv", frame)
-    plots = [out / "metrics_at_k.png"]
-    plot_at_k(frame, group_by, curves, plots[0])
+    plots = [out / "ranking.png", out / "metrics_at_k.png"]
+    plot_ranking(frame, group_by, primary, plots[0])
+    # metric@K stays readable for a handful of lines: the best AT_K_GROUPS groups
+    top = table.nlargest(AT_K_GROUPS, f"{primary}_mean") if primary in columns else table
+    keep = frame.set_index(list(group_by)).index.isin(top.set_index(list(group_by)).index)
+    plot_at_k(frame[keep], group_by, curves, plots[1])
     if plot_gan_training(frame, group_by, out / "gan_training.png"):
         plots.append(out / "gan_training.png")
     if wandb:
         _log_wandb(table, plots, out)
     print(markdown)
-    console.print(f"{len(frame)} runs -> {out}/report.md, report.csv, {len(plots)} plot(s)")
+    console.print(
+        f"{len(frame)} runs -> {out}/report.md, report.csv, report.tex, comparison.csv, "
+        f"{len(plots)} plot(s)"
+    )
     return table
 
 
@@ -471,6 +621,8 @@ def report(cfg: DictConfig) -> pd.DataFrame:
         k=int(cfg.k),
         curves=list(cfg.curves),
         wandb=bool(cfg.wandb),
+        baseline=cfg.get("baseline"),
+        compare_on=cfg.get("compare_on", "ndcg"),
     )
 
 

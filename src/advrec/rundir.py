@@ -46,10 +46,11 @@ RESUMABLE = (
     "accept_changes",
     "overwrite",
     "label",
+    "per_user",
     "data.num_workers",
     "data.eval_batch_size",
 )
-RESULTS = ("metrics.json", "checkpoints", "csv", "pretrain")
+RESULTS = ("metrics.json", "per_user_*.parquet", "checkpoints", "csv", "pretrain")
 
 
 def prepare(cfg: DictConfig, run_config: dict) -> str | None:
@@ -70,7 +71,7 @@ def prepare(cfg: DictConfig, run_config: dict) -> str | None:
         return None
     if rank_zero_only.rank != 0:  # DDP ranks > 0 start after rank 0 has begun writing here
         return None
-    found = [out / name for name in RESULTS if (out / name).exists()]
+    found = [p for pattern in RESULTS for p in sorted(out.glob(pattern))]
     if not found:
         return None
     names = ", ".join(p.name for p in found)

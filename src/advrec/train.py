@@ -29,7 +29,9 @@ def train(cfg: DictConfig) -> dict:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from advrec import rundir
+    from advrec.metrics.per_user import write_files
     from advrec.models.base import ClosedForm
+    from advrec.models.gan import GANRecommender
     from advrec.pipeline import (
         build_datamodule,
         build_model,
@@ -93,6 +95,7 @@ def train(cfg: DictConfig) -> dict:
     metrics = {
         "model": cls.__name__,
         "label": cfg.get("label") or cls.__name__,
+        "adversarial": issubclass(cls, GANRecommender),  # reports mark GANs apart
         "data": cfg.data.name,
         "protocol": cfg.protocol.name,
         "optimistic": bool(cfg.protocol.optimistic),
@@ -106,6 +109,8 @@ def train(cfg: DictConfig) -> dict:
     }
     _finish_wandb()
     if trainer.is_global_zero:  # the results table comes last: nothing pushes it off screen
+        splits = cfg.get("per_user", ["test"])
+        write_files(out_dir, res.per_user, splits, dm.data.user_ids, model.ks)
         write_json(out_dir / "metrics.json", metrics)
         console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
         for profile in sorted(out_dir.glob("*-profile.txt")):  # debug=profiler

@@ -117,7 +117,17 @@ class Split:
         shown = np.isin(self.folds, (SHOWN_VAL, SHOWN_TEST))
         if shown.any():
             out["n_revealed"] = int(shown.sum())
+        out["test_fingerprint"] = self.test_fingerprint()
         return out
+
+    def test_fingerprint(self) -> str:
+        """A hash of the data and of which interactions are test targets (or a test user's
+        revealed history): two runs with the same one were tested on the same pairs, whatever
+        their protocol carved out for validation (advrec-report pairs their users on it)."""
+        h = hashlib.sha256(self.data.fingerprint().encode())
+        for fold in (TEST, SHOWN_TEST):
+            h.update(np.packbits(self.folds == fold).tobytes())
+        return h.hexdigest()[:16]
 
 
 def make_split(

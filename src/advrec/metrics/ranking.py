@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from advrec.metrics.names import PER_USER
 
@@ -47,18 +48,32 @@ def topk_ranked(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 class RankingMetrics(Metric):
     """P/R/NDCG/MRR/Hit and coverage at several K, from dense scores and targets.
 
-    `update(scores, target)`: scores (B, n_items) with already-seen items set to -inf, target
-    (B, n_items) bool. Items scored -inf never count as hits. Users with no target are left out
-    of the means and counted in `n_users_without_targets`.
+    `update(scores, target, users)`: scores (B, n_items) with already-seen items set to -inf,
+    target (B, n_items) bool, users (B,) their indices. Items scored -inf never count as hits.
+    Users with no target are left out of the means and counted in `n_users_without_targets`.
+    With `per_user`, every evaluated user's values are kept too (gathered across processes)
+    and `compute()` leaves them, sorted by user, in `self.per_user_values`.
     """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ks: Sequence[int] = (5, 10, 20), n_items: int | None = None, **kw):
+    def __init__(
+        self,
+        ks: Sequence[int] = (5, 10, 20),
+        n_items: int | None = None,
+        per_user: bool = False,
+        **kw,
+    ):
         super().__init__(**kw)
         self.ks = sorted({int(k) for k in ks})
         self.n_items = n_items
+        self.keeps_users = per_user
+        self.per_user_values: dict | None = None
+        if per_user:  # one row per evaluated user: its index, its number of targets, values
+            self.add_state("users", [], dist_reduce_fx="cat")
+            self.add_state("user_targets", [], dist_reduce_fx="cat")
+            self.add_state("user_values", [], dist_reduce_fx="cat")
         sums = torch.zeros(len(PER_USER), len(self.ks), dtype=torch.float64)
         self.add_state("sums", sums, dist_reduce_fx="sum")
         self.add_state("n_users", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
@@ -68,7 +83,9 @@ class RankingMetrics(Metric):
         if n_items:
             self.add_state("recommended", torch.zeros(len(self.ks), n_items), dist_reduce_fx="sum")
 
-    def update(self, scores: torch.Tensor, target: torch.Tensor) -> None:
+    def update(
+        self, scores: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None = None
+    ) -> None:
         kmax = self.ks[-1]
         if kmax > scores.shape[1]:
             raise ValueError(f"K={kmax} exceeds the number of items ({scores.shape[1]})")
@@ -88,6 +105,8 @@ class RankingMetrics(Metric):
         self.n_users = self.n_users + len(n_rel)
         if len(n_rel) == 0:
             return
+        if self.keeps_users and users is None:
+            raise ValueError("RankingMetrics(per_user=True).update needs the batch's users")
         hits = target.gather(1, idx) & (vals > float("-inf"))
         hits_f = hits.to(torch.float64)
         ranks = torch.arange(1, kmax + 1, device=scores.device, dtype=torch.float64)
@@ -97,21 +116,21 @@ class RankingMetrics(Metric):
         n_hits = hits_f.cumsum(1)
         first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1), kmax)  # 0-based
         n_rel_f = n_rel.to(torch.float64)
-        sums = torch.zeros_like(self.sums)
+        # each user's values: (B, len(PER_USER), len(ks)), in PER_USER's order
+        values = torch.empty(len(n_rel), len(PER_USER), len(self.ks), dtype=torch.float64,
+                             device=scores.device)  # fmt: skip
         for j, k in enumerate(self.ks):
             h = n_hits[:, k - 1]
             ideal = idcg[torch.clamp(n_rel, max=k) - 1]
             mrr = torch.where(first < k, 1.0 / (first.to(torch.float64) + 1), 0.0)
-            sums[:, j] = torch.stack(
-                [
-                    (h / k).sum(),
-                    (h / n_rel_f).sum(),
-                    (dcg[:, k - 1] / ideal).sum(),
-                    mrr.sum(),
-                    (h > 0).to(torch.float64).sum(),
-                ]
+            values[:, :, j] = torch.stack(
+                [h / k, h / n_rel_f, dcg[:, k - 1] / ideal, mrr, (h > 0).to(torch.float64)], 1
             )
-        self.sums = self.sums + sums
+        self.sums = self.sums + values.sum(0)
+        if self.keeps_users:
+            self.users.append(users[has].to(torch.long))
+            self.user_targets.append(n_rel.to(torch.long))
+            self.user_values.append(values.to(torch.float32))
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -122,7 +141,23 @@ class RankingMetrics(Metric):
         if self.n_items:
             for j, k in enumerate(self.ks):
                 out[f"coverage@{k}"] = (self.recommended[j] > 0).float().mean()
+        if self.keeps_users:  # the synced (all processes') rows, in user order
+            self.per_user_values = self._gathered_users()
         # counts from the synced states (the attributes hold this process's shard only)
         out["n_users"] = self.n_users.float()
         out["n_users_without_targets"] = self.n_users_without_targets.float()
         return out
+
+    def _gathered_users(self) -> dict:
+        """{"users", "n_targets", "values" (n, len(PER_USER), len(ks))} sorted by user."""
+        if isinstance(self.users, list) and not self.users:  # no user had a target
+            empty = torch.zeros(0, dtype=torch.long)
+            values = torch.zeros(0, len(PER_USER), len(self.ks))
+            return {"users": empty, "n_targets": empty, "values": values}
+        users = dim_zero_cat(self.users).cpu()
+        order = torch.argsort(users, stable=True)
+        return {
+            "users": users[order],
+            "n_targets": dim_zero_cat(self.user_targets).cpu()[order],
+            "values": dim_zero_cat(self.user_values).cpu()[order],
+        }

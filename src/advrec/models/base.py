@@ -50,8 +50,11 @@ class Recommender(LightningModule):
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
         self.ks = sorted(int(k) for k in ks)
-        self.val_metrics = RankingMetrics(self.ks, n_items=n_items)
-        self.test_metrics = RankingMetrics(self.ks, n_items=n_items)
+        self.val_metrics = RankingMetrics(self.ks, n_items=n_items, per_user=True)
+        self.test_metrics = RankingMetrics(self.ks, n_items=n_items, per_user=True)
+        # the last evaluation's per-user values by stage ("val", "test"): RankingMetrics'
+        # per_user_values, gathered across processes (what per_user_<stage>.parquet holds)
+        self.per_user: dict[str, dict] = {}
         self.run_config: dict | None = None  # the Hydra config, stored in checkpoints
         self.predict_k = 20  # how many items predict_step ranks (advrec-recommend's k)
         self.refit_on: str | None = None  # "train+validation" once refit for the test
@@ -146,10 +149,10 @@ class Recommender(LightningModule):
 
     # -- evaluation through the Trainer ----------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.val_metrics.update(self.masked_scores(batch), batch["target"])
+        self.val_metrics.update(self.masked_scores(batch), batch["target"], batch["users"])
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.test_metrics.update(self.masked_scores(batch), batch["target"])
+        self.test_metrics.update(self.masked_scores(batch), batch["target"], batch["users"])
 
     def on_validation_epoch_start(self) -> None:
         self.prepare_scoring(self.trainer.datamodule.history("val"))
@@ -166,6 +169,7 @@ class Recommender(LightningModule):
     def _log_metrics(self, stage: str, metric: RankingMetrics) -> None:
         values = metric.compute()  # already reduced across processes
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
+        self.per_user[stage] = metric.per_user_values
         metric.reset()
 
     @torch.no_grad()
