@@ -313,3 +313,134 @@ def test_a_multi_objective_search_writes_its_pareto_set(tmp_path):
     assert (row["val/ndcg@10"], row["val/coverage@10"]) == values[int(row["trial"])]
     best = json.loads((sweep / "optuna_best.json").read_text())
     assert best["objectives"] == ["val/ndcg@10", "val/coverage@10"] and best["pareto"]
+
+
+# -- pruning ---------------------------------------------------------------------------------
+class _Strategy:
+    def broadcast(self, obj, src=0):
+        return obj
+
+
+class _Trainer:
+    """What PruningCallback reads of a Trainer."""
+
+    sanity_checking, is_global_zero, strategy = False, True, _Strategy()
+
+    def __init__(self, value):
+        self.callback_metrics = {"val/ndcg@10": value}
+
+
+def test_the_median_pruner_stops_a_trial_whose_curve_is_worse():
+    import optuna
+
+    from advrec.errors import TrialPruned
+    from advrec.pruning import PruningCallback, make_pruner
+    from advrec.utils.optuna_compat import trial_handle
+
+    pruner = make_pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2,
+                          "n_warmup_steps": 0})  # fmt: skip
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for curve in ([0.10, 0.20, 0.30], [0.12, 0.22, 0.32]):  # two finished trials
+        t = study.ask()
+        cb = PruningCallback(trial_handle(study, t.number), "val/ndcg@10")
+        for v in curve:
+            cb.on_validation_end(_Trainer(v), None)
+        study.tell(t, curve[-1])
+    good = study.ask()
+    cb = PruningCallback(trial_handle(study, good.number), "val/ndcg@10")
+    cb.on_validation_end(_Trainer(0.15), None)  # above the median at check 1: goes on
+    bad = study.ask()
+    cb = PruningCallback(trial_handle(study, bad.number), "val/ndcg@10")
+    with pytest.raises(TrialPruned, match="validation check 1"):
+        cb.on_validation_end(_Trainer(0.01), None)
+    assert study.trials[bad.number].intermediate_values == {1: 0.01}
+
+
+def test_optunas_private_api_advrec_uses_still_works():
+    """advrec.utils.optuna_compat is every private Optuna name advrec touches: if an Optuna
+    release changes one, this fails (pyproject pins optuna below the next major)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from advrec.utils.optuna_compat import trial_handle
+
+    study = optuna.create_study()
+    asked = study.ask()
+    handle = trial_handle(study, asked.number)
+    assert isinstance(handle, optuna.trial.Trial) and handle.number == asked.number
+    handle.report(0.5, 1)
+    handle.set_user_attr("k", 1)
+    study.tell(asked.number, state=TrialState.FAIL)  # by number: public
+    t = study.trials[0]
+    assert t.intermediate_values == {1: 0.5} and t.user_attrs == {"k": 1}
+    assert t.state == TrialState.FAIL
+
+
+def test_a_pruned_search_leaves_no_result_of_a_pruned_trial_and_resumes(tmp_path):
+    """Through advrec-train as users type it: trials the median pruner stops have no
+    metrics.json and no checkpoints, count toward the budget, and the same command with a
+    larger budget runs only the new trials."""
+    import json
+
+    import optuna
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "sweep"
+    args = [
+        "data=synthetic", "data.source.n_users=150", "data.source.n_items=80",
+        "data.source.n_interactions=2000", "model=bpr", "hparams_search=bpr",
+        "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0", "hydra/sweeper/sampler=random",
+        "model.lr=tag(log, interval(1e-5, 0.05))", "trainer.max_epochs=4",
+        "trainer.check_val_every_n_epoch=1", "logger=none", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    run_cli("train", *args, "hydra.sweeper.n_trials=6", cwd=tmp_path)
+    study = optuna.load_study(
+        study_name="bpr_synthetic", storage=open_storage(sweep / "optuna.journal")
+    )
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [t.intermediate_values for t in study.trials]  # some curve fell behind
+    for t in pruned:
+        run = sweep / f"{t.number}_local"
+        assert not (run / "metrics.json").exists() and not (run / "checkpoints").exists()
+        assert "pruned at validation check" in t.user_attrs["pruned_because"]
+        assert len(t.intermediate_values) < 4
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            assert (sweep / f"{t.number}_local" / "metrics.json").is_file()
+    best = json.loads((sweep / "optuna_best.json").read_text())
+    assert best["n_trials"] == 6
+    before = [(t.state, t.params) for t in study.trials]
+
+    run_cli("train", *args, "hydra.sweeper.n_trials=8", cwd=tmp_path)
+    study = optuna.load_study(
+        study_name="bpr_synthetic", storage=open_storage(sweep / "optuna.journal")
+    )
+    assert len(study.trials) == 8  # the first six were not run again
+    assert [(t.state, t.params) for t in study.trials[:6]] == before
+
+
+def test_a_multi_objective_search_refuses_a_pruner_in_one_line(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train", *_sweep_cmd(sweep)[3:], "hydra/sweeper/pruner=median",
+                   "hydra.sweeper.objectives=[val/ndcg@10,val/coverage@10]",
+                   cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "multi-objective search cannot prune" in proc.stderr
+    assert not list(sweep.glob("*_local"))
+
+
+def test_the_journal_opens_in_a_fresh_process(tmp_path):
+    """What optuna-dashboard <sweep dir>/optuna.journal does first: load every study."""
+    import optuna
+
+    study = optuna.create_study(study_name="s", storage=open_storage(tmp_path / "optuna.journal"))
+    study.enqueue_trial({"x": 0.5})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    code = (
+        "import optuna; from optuna.storages.journal import JournalFileBackend as B; "
+        f"s = optuna.storages.JournalStorage(B({str(tmp_path / 'optuna.journal')!r})); "
+        "print([(x.study_name, x.n_trials) for x in optuna.get_all_study_summaries(s)])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[('s', 2)]"

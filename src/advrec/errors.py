@@ -1,4 +1,5 @@
-"""The one exception type for mistakes a user can fix (bad file, bad column, bad override)."""
+"""The exceptions of mistakes a user can fix (bad file, bad column, bad override) and of
+search trials that end without a result."""
 
 
 class AdvrecError(Exception):
@@ -21,3 +22,8 @@ class Diverged(BadTrial):
 class Incompatible(BadTrial):
     """Hyper-parameters that are valid one by one but not together (e.g. a noise schedule
     whose lower bound is not below its upper)."""
+
+
+class TrialPruned(BadTrial):
+    """The search's pruner stopped this trial at a validation check (its curve was worse than
+    the others' at that point): no result, its checkpoints removed."""

@@ -207,6 +207,11 @@ def build_callbacks(cfg: DictConfig, console_only: bool = False) -> list[Callbac
             keep = not console_only
         if keep:
             out.append(made)
+    if not console_only:  # a trial of a pruned search reports its validation checks
+        from advrec.pruning import pruning_callback
+
+        pruning = pruning_callback(cfg)
+        out += [pruning] if pruning is not None else []
     return out
 
 

@@ -47,6 +47,7 @@ RESUMABLE = (
     "overwrite",
     "label",
     "per_user",
+    "trial",
     "data.num_workers",
     "data.eval_batch_size",
 )

@@ -28,6 +28,12 @@ from advrec.errors import AdvrecError, BadTrial
 from advrec.utils.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
+
+
+class Pruned(str):
+    """What a pruned trial's task returns (the reason): the sweeper records it as PRUNED."""
+
+
 INTERRUPTED = "interrupted"  # user attribute of trials a dead sweep left running
 RETRY = "retry"  # user attribute: how many times these parameters were queued again
 
@@ -69,9 +75,15 @@ def search_space(lines: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
     return space, fixed
 
 
-def open_storage(storage: str | Path):
+def storage_of(storage: str | None, sweep_dir: str | Path) -> str:
+    """Where the study lives: `hydra.sweeper.storage`, or the sweep folder's journal."""
+    return str(storage) if storage else str(Path(sweep_dir) / "optuna.journal")
+
+
+def open_storage(storage: str | Path, heal: bool = True):
     """An RDB URL (`sqlite:///...`, `postgresql://...`) or a journal file path (a record
-    torn by a kill or a full disk is set aside first: `heal_journal`)."""
+    torn by a kill or a full disk is set aside first: `heal_journal`; only the sweeper
+    heals, never a trial that reads the journal while the sweeper writes it)."""
     import optuna
 
     storage = str(storage)
@@ -80,7 +92,8 @@ def open_storage(storage: str | Path):
     from optuna.storages.journal import JournalFileBackend
 
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    heal_journal(Path(storage))
+    if heal:
+        heal_journal(Path(storage))
     return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
 
 
@@ -160,10 +173,12 @@ def reclaim_interrupted(study, max_retries: int = 1) -> tuple[int, int]:
     unless they were already tried `max_retries` times more. Returns (queued, given up)."""
     from optuna.trial import TrialState
 
+    from advrec.utils.optuna_compat import trial_handle
+
     queued = given_up = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        trial_handle(study, trial.number).set_user_attr(INTERRUPTED, True)
+        study.tell(trial.number, state=TrialState.FAIL)
         retry = int(trial.user_attrs.get(RETRY, 0))
         if trial.params and retry < max_retries:
             study.enqueue_trial(trial.params, user_attrs={RETRY: retry + 1})
@@ -277,6 +292,7 @@ class OptunaSearch:
         max_failure_rate: float = 0.0,
         max_retries: int = 1,
         objectives: Sequence[str] | None = None,
+        pruner: dict | None = None,
     ):
         self.params = {str(k): "null" if v is None else str(v) for k, v in (params or {}).items()}
         if isinstance(sampler, DictConfig):
@@ -290,6 +306,9 @@ class OptunaSearch:
         # value the task returns (protocol.monitor)
         self.objectives = [str(o) for o in objectives] if objectives else None
         self.directions = _directions(direction, len(self.objectives or [None]))
+        if isinstance(pruner, DictConfig):
+            pruner = OmegaConf.to_container(pruner, resolve=True)
+        self.pruner = dict(pruner or {})  # see advrec.pruning
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -307,7 +326,7 @@ class OptunaSearch:
         space, fixed = search_space(lines)
         if not space:
             raise AdvrecError("the Optuna sweep has no search space (hydra.sweeper.params)")
-        where = self.storage or str(self.sweep_dir / "optuna.journal")
+        where = storage_of(self.storage, self.sweep_dir)
         lock = SweepLock(self.sweep_dir)
         lock.acquire()
         try:
@@ -318,11 +337,20 @@ class OptunaSearch:
     def _search(self, where: str, space: dict, fixed: dict, arguments: list[str]) -> dict:
         import optuna
 
+        from advrec.pruning import make_pruner, prunes
+
+        pruned = prunes(self.pruner)
+        if pruned and len(self.directions) > 1:
+            raise AdvrecError(
+                "a multi-objective search cannot prune (Optuna's pruners compare one curve): "
+                "use hydra/sweeper/pruner=none, or one objective"
+            )
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(where),
             directions=self.directions,
             load_if_exists=True,
+            pruner=make_pruner(self.pruner),
         )
         if len(study.directions) != len(self.directions):
             raise AdvrecError(
@@ -355,7 +383,9 @@ class OptunaSearch:
         while (left := budget - spent(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
             overrides = [
-                tuple(f"{k}={v}" for k, v in {**t.params, **fixed}.items()) for t in trials
+                tuple(f"{k}={v}" for k, v in {**t.params, **fixed}.items())
+                + ((f"trial={t.number}",) if pruned else ())  # it reports to its trial
+                for t in trials
             ]
             returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns, strict=True):
@@ -368,6 +398,11 @@ class OptunaSearch:
 
         try:
             value = ret.return_value  # re-raises the job's exception
+            if isinstance(value, Pruned):
+                log.info("trial %d pruned: %s", trial.number, value)
+                trial.set_user_attr("pruned_because", str(value))
+                study.tell(trial, state=TrialState.PRUNED)
+                return
             if self.objectives:
                 study.tell(trial, self._objective_values(ret))
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ def train(cfg: DictConfig) -> dict:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from advrec import rundir
+    from advrec.errors import TrialPruned
     from advrec.metrics.per_user import write_files
     from advrec.models.base import ClosedForm
     from advrec.models.gan import GANRecommender
@@ -78,6 +80,9 @@ def train(cfg: DictConfig) -> dict:
         trainer = build_trainer(cfg, **protocol.trainer_overrides(models[0], dm))
         # handed over, not kept here: the protocol lets the selection model go before the refit
         res = protocol.run(cfg, models.pop(), dm, trainer, refit_overrides)
+    except TrialPruned:  # no result: nothing of it may be resumed or reported
+        shutil.rmtree(Path(cfg.paths.output_dir) / "checkpoints", ignore_errors=True)
+        raise
     except SIGTERMException:
         _stopped(cfg, "SIGTERM", 143)
     except KeyboardInterrupt:
@@ -242,7 +247,13 @@ def _finish_wandb() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    from advrec.errors import TrialPruned
+    from advrec.sweep import Pruned
+
+    try:
+        metrics = train(cfg)
+    except TrialPruned as e:  # only inside a search (user_errors ends other runs)
+        return Pruned(str(e))
     monitor = cfg.protocol.monitor
     return metrics.get(monitor) if monitor else None  # the objective of Hydra sweepers
 
