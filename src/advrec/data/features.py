@@ -212,13 +212,14 @@ class UserSet:
         return m
 
     def _edges(self) -> tuple[np.ndarray, np.ndarray]:
-        from advrec.data.sources import read_table  # sources import this module's users
+        from advrec.data.sources import DATA_HINT, missing_hint, read_table  # (a cycle)
 
         if not Path(self.path).is_file():
+            hint = missing_hint(Path(self.path))
             raise AdvrecError(
                 f"data file not found: {Path(self.path).resolve()} (data.features.sets."
                 f"{self.name}.path={self.path}; a relative path is read from the folder advrec "
-                "runs in)"
+                "runs in)" + (f". {hint}" if hint != DATA_HINT else "")
             )
         table = read_table(self.path, sep=self.sep, header=self.header, dtype=str)
         if not self.header:

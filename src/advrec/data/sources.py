@@ -19,6 +19,22 @@ from advrec.data.interactions import TEST, TRAIN, VAL, Interactions
 from advrec.errors import AdvrecError
 
 log = logging.getLogger(__name__)
+
+
+def missing_hint(path: Path) -> str:
+    """What to do about a missing data file: where a registered dataset comes from and where
+    it goes (advrec-data where), else how to point advrec at the folder that holds it."""
+    from advrec.data.registry import DATASETS, placement
+
+    for d in DATASETS.values():
+        for rel in d.files:
+            suffix = Path(d.folder) / rel
+            if path.as_posix().endswith(suffix.as_posix()):
+                root = Path(str(path)[: -len(suffix.as_posix())] or ".")
+                return f"{placement(d, root)}; or set ADVREC_DATA_DIR to the folder that holds it."
+    return DATA_HINT
+
+
 DATA_HINT = (
     "Set ADVREC_DATA_DIR (or paths.data_dir=...) to the folder that holds it"
     " (MovieLens sources download it there when download=true)."
@@ -41,7 +57,7 @@ def read_table(
     """
     path = Path(path)
     if not path.is_file():
-        raise AdvrecError(f"data file not found: {path}. {DATA_HINT}")
+        raise AdvrecError(f"data file not found: {path}. {missing_hint(path)}")
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -143,7 +159,7 @@ class MovieLens(Source):
 def _read_double_colon(path: Path, names: list[str]) -> pd.DataFrame:
     """MovieLens 1M's `::`-separated latin-1 files, read with the fast C parser."""
     if not path.is_file():
-        raise AdvrecError(f"data file not found: {path}. {DATA_HINT}")
+        raise AdvrecError(f"data file not found: {path}. {missing_hint(path)}")
     df = pd.read_csv(path, sep=":", header=None, encoding="latin-1", dtype=str)
     df = df.iloc[:, ::2]  # '::' leaves an empty column between fields
     df.columns = names
@@ -177,7 +193,8 @@ class Files(Source):
         if not self.path.is_file():
             raise AdvrecError(
                 f"data file not found: {self.path.resolve()} (data.source.path={self.path}; a "
-                "relative path is read from the folder advrec runs in). Check the path"
+                "relative path is read from the folder advrec runs in). "
+                + (hint if (hint := missing_hint(self.path)) != DATA_HINT else "Check the path")
             )
         df = read_table(self.path, sep=self.sep, header=self.header, dtype=str)
         if not self.header:
