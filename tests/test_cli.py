@@ -285,3 +285,19 @@ def test_eval_missing_checkpoint(tmp_path):
         check=False,
     )
     assert_clean_failure(proc, "checkpoint not found")
+
+
+def test_the_readme_python_api_example_runs(tmp_path):
+    """The README's `advrec.train` / `advrec.recommend` example, as printed."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    code = text.split("<!-- api-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused: 1 user id(s) not in the training data" in proc.stdout
+    assert "user_id" in proc.stdout and (tmp_path / "runs/api_ease/metrics.json").is_file()

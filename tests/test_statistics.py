@@ -9,6 +9,7 @@ import torch
 from scipy import stats as sps
 
 from advrec import stats
+from advrec.api import read_report
 from advrec.errors import AdvrecError
 from advrec.metrics import RankingMetrics
 from advrec.metrics.per_user import as_frame, read_per_user, write_per_user
@@ -191,3 +192,5 @@ def test_a_better_model_is_marked_and_unpaired_runs_say_why(tmp_path):
     assert r"\textbf{" in tex and r"$\pm$" in tex and "vs baseline" in tex
     with pytest.raises(AdvrecError, match="no group has that label"):
         make_report([str(tmp_path)], tmp_path / "rep2", baseline="Z")
+    table = read_report(tmp_path / "rep")  # the Python API's reader
+    assert sorted(table["label"]) == ["A", "B", "C"] and "vs" in table

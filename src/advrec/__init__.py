@@ -1,4 +1,7 @@
-"""advrec: GAN recommenders and strong baselines under one honest evaluation harness."""
+"""advrec: GAN recommenders and strong baselines under one honest evaluation harness.
+
+From Python: `advrec.api` (train, recommend, read_report). They are not attributes of this
+package: advrec.train and advrec.recommend are the command-line modules."""
 
 from advrec.errors import AdvrecError
 
