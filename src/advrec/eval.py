@@ -45,6 +45,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "protocol": run_cfg.protocol.name,
         "optimistic": bool(run_cfg.protocol.optimistic),
         "checkpoint_status": model.saved_status or "final",
+        "dataset": dm.describe(),  # with the test split's fingerprint (reports pair on it)
         **{k: float(v) for k, v in sorted(result.items())},
     }
     if trainer.is_global_zero:
