@@ -131,3 +131,18 @@ def test_equals_torchmetrics_retrieval_on_positive_scores():
         ref = cls(top_k=10, empty_target_action="skip")
         ref.update(scores.flatten(), target.flatten(), indexes=idx)
         assert float(got[name]) == pytest.approx(float(ref.compute()), abs=1e-6)
+
+
+def test_map_matches_a_hand_computed_example():
+    """MAP@k, the metric added as one entry of metrics/functional.py: targets {0, 2, 5},
+    ranked 0, 1, 2, 3, 4 -> hits at ranks 1 and 3: (1/1 + 2/3) / min(5, 3); at k=2:
+    (1/1) / min(2, 3)."""
+    from advrec.metrics import RankingMetrics
+
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    target = torch.tensor([[True, False, True, False, False, True]])
+    m = RankingMetrics((2, 5), n_items=6, per_user=True)
+    m.update(scores, target, torch.tensor([0]))
+    got = m.compute()
+    assert got["map@5"] == pytest.approx((1 + 2 / 3) / 3)
+    assert got["map@2"] == pytest.approx(1 / 2)

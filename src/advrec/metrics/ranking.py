@@ -1,20 +1,23 @@
 """Top-K ranking metrics as one `torchmetrics.Metric` with sum/count states (DDP-safe).
 
-Definitions (CFGAN / ECIR-2022, averaged over users with at least one held-out item):
-P@k = hits/k; R@k = hits/|T_u|; NDCG@k with binary gain, 1/log2(rank+1) discount and IDCG
-over min(k, |T_u|); MRR@k = 1/rank of the first hit within k (else 0); Hit@k = any hit.
-Coverage@k = share of the catalogue that appears in at least one user's top-k.
+Definitions (CFGAN / ECIR-2022, averaged over users with at least one held-out item; each is
+one function of `metrics/functional.py`): P@k = hits/k; R@k = hits/|T_u|; NDCG@k with binary
+gain, 1/log2(rank+1) discount and IDCG over min(k, |T_u|); MRR@k = 1/rank of the first hit
+within k (else 0); Hit@k = any hit; MAP@k = the precisions at the hits' ranks summed over
+min(k, |T_u|). Coverage@k = share of the catalogue that appears in at least one user's top-k.
 Ties are broken towards the lower item index, so results never depend on the sort kernel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from advrec.metrics.functional import PER_USER_METRICS
 from advrec.metrics.names import PER_USER
 
 
@@ -111,21 +114,23 @@ class RankingMetrics(Metric):
         hits_f = hits.to(torch.float64)
         ranks = torch.arange(1, kmax + 1, device=scores.device, dtype=torch.float64)
         disc = 1.0 / torch.log2(ranks + 1)
-        dcg = (hits_f * disc).cumsum(1)
-        idcg = disc.cumsum(0)
-        n_hits = hits_f.cumsum(1)
-        first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1), kmax)  # 0-based
-        n_rel_f = n_rel.to(torch.float64)
+        ranked = SimpleNamespace(
+            hits=hits_f,
+            n_hits=hits_f.cumsum(1),
+            dcg=(hits_f * disc).cumsum(1),
+            idcg=disc.cumsum(0),
+            n_rel=n_rel,
+            first=torch.where(hits.any(1), hits.to(torch.int8).argmax(1), kmax),  # 0-based
+            ranks=ranks,
+        )
         # each user's values: (B, len(PER_USER), len(ks)), in PER_USER's order
-        values = torch.empty(len(n_rel), len(PER_USER), len(self.ks), dtype=torch.float64,
-                             device=scores.device)  # fmt: skip
-        for j, k in enumerate(self.ks):
-            h = n_hits[:, k - 1]
-            ideal = idcg[torch.clamp(n_rel, max=k) - 1]
-            mrr = torch.where(first < k, 1.0 / (first.to(torch.float64) + 1), 0.0)
-            values[:, :, j] = torch.stack(
-                [h / k, h / n_rel_f, dcg[:, k - 1] / ideal, mrr, (h > 0).to(torch.float64)], 1
-            )
+        values = torch.stack(
+            [
+                torch.stack([PER_USER_METRICS[name](ranked, k) for name in PER_USER], 1)
+                for k in self.ks
+            ],
+            2,
+        )
         self.sums = self.sums + values.sum(0)
         if self.keeps_users:
             self.users.append(users[has].to(torch.long))
