@@ -335,7 +335,7 @@ def test_the_median_pruner_stops_a_trial_whose_curve_is_worse():
 
     from advrec.errors import TrialPruned
     from advrec.pruning import PruningCallback, make_pruner
-    from advrec.utils.optuna_compat import trial_handle
+    from advrec.utils.compat import trial_handle
 
     pruner = make_pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2,
                           "n_warmup_steps": 0})  # fmt: skip
@@ -354,26 +354,6 @@ def test_the_median_pruner_stops_a_trial_whose_curve_is_worse():
     with pytest.raises(TrialPruned, match="validation check 1"):
         cb.on_validation_end(_Trainer(0.01), None)
     assert study.trials[bad.number].intermediate_values == {1: 0.01}
-
-
-def test_optunas_private_api_advrec_uses_still_works():
-    """advrec.utils.optuna_compat is every private Optuna name advrec touches: if an Optuna
-    release changes one, this fails (pyproject pins optuna below the next major)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from advrec.utils.optuna_compat import trial_handle
-
-    study = optuna.create_study()
-    asked = study.ask()
-    handle = trial_handle(study, asked.number)
-    assert isinstance(handle, optuna.trial.Trial) and handle.number == asked.number
-    handle.report(0.5, 1)
-    handle.set_user_attr("k", 1)
-    study.tell(asked.number, state=TrialState.FAIL)  # by number: public
-    t = study.trials[0]
-    assert t.intermediate_values == {1: 0.5} and t.user_attrs == {"k": 1}
-    assert t.state == TrialState.FAIL
 
 
 def test_a_pruned_search_leaves_no_result_of_a_pruned_trial_and_resumes(tmp_path):

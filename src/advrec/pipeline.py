@@ -26,6 +26,7 @@ from advrec.metrics.names import METRICS
 from advrec.metrics.per_user import splits_of
 from advrec.models.base import Recommender
 from advrec.utils.callbacks import DivergenceGuard, nonfinite_weights
+from advrec.utils.compat import wandb_init_kwargs
 from advrec.utils.io import read_checkpoint, write_bytes
 from advrec.utils.progress import ProgressLines
 from advrec.utils.strategy import resolve_strategy
@@ -232,7 +233,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
                 settings[k] = v if settings.get(k) is None else settings[k]
             cls = get_class(settings.pop("_target_"))  # the config is data, not targets
             made = cls(**settings, config=run_config(cfg))
-            init = getattr(made, "_wandb_init", {})  # Lightning passes anonymous=None, which
+            init = wandb_init_kwargs(made)  # Lightning passes anonymous=None, which
             if init.get("anonymous", 0) is None:  # wandb >= 0.19 warns about on every run
                 del init["anonymous"]
             out.append(made)

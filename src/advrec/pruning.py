@@ -69,7 +69,7 @@ def pruning_callback(cfg) -> PruningCallback | None:
     from omegaconf import OmegaConf
 
     from advrec.sweep import open_storage, storage_of
-    from advrec.utils.optuna_compat import trial_handle
+    from advrec.utils.compat import trial_handle
 
     sweeper = HydraConfig.get().sweeper
     spec = OmegaConf.to_container(sweeper.get("pruner") or {}, resolve=True)

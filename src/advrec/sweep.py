@@ -173,7 +173,7 @@ def reclaim_interrupted(study, max_retries: int = 1) -> tuple[int, int]:
     unless they were already tried `max_retries` times more. Returns (queued, given up)."""
     from optuna.trial import TrialState
 
-    from advrec.utils.optuna_compat import trial_handle
+    from advrec.utils.compat import trial_handle
 
     queued = given_up = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -31,6 +31,7 @@ from advrec.data.features import FeatureEncoder, UserSet, encode_sets, join_user
 from advrec.data.interactions import Interactions
 from advrec.data.splits import Split, make_split
 from advrec.errors import AdvrecError
+from advrec.utils.compat import batches_processed
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,7 @@ class RecDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return batches_processed(trainer)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         target = self.val_matrix if stage == "val" else self.test_matrix

@@ -23,6 +23,7 @@ import torch
 from advrec.data.batches import Phase
 from advrec.models.base import Recommender
 from advrec.models.nets import make_optimizer
+from advrec.utils.compat import grad_scale
 
 PHASES = ("G", "D")  # the optimizers' order: G first, as configure_optimizers returns them
 
@@ -81,10 +82,11 @@ class GANRecommender(Recommender):
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        before = None if scaler is None or scaler._scale is None else scaler._scale.clone()
+        scale = None if scaler is None else grad_scale(scaler)
+        before = None if scale is None else scale.clone()
         opt.step()
         if before is not None:
-            skipped = (scaler._scale < before).sum()
+            skipped = (grad_scale(scaler) < before).sum()
             self._skipped = skipped if self._skipped is None else self._skipped + skipped
 
     def on_before_optimizer_step(self, optimizer) -> None:

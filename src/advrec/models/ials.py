@@ -30,6 +30,7 @@ import torch
 from advrec.data.batches import FitData
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
+from advrec.utils.compat import count_optimizer_step
 
 
 def solve_rows(
@@ -200,9 +201,7 @@ class IALS(Recommender):
             self._write_users(torch.from_numpy(users).to(self.device), solved, len(ids))
         # the batch's exact solve is its update: count it where Lightning counts optimizer
         # steps, or global_step stays 0 and no checkpoint (the chosen epoch) is ever saved
-        steps = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        steps.increment_ready()
-        steps.increment_completed()
+        count_optimizer_step(self.trainer)
 
     def _write_users(self, users: torch.Tensor, solved: torch.Tensor, width: int) -> None:
         """Store this batch's solved users. Under DDP each process solves its own shard of

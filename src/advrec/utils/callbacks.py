@@ -10,6 +10,7 @@ import torch
 from lightning import Callback
 
 from advrec.errors import AdvrecError, Diverged
+from advrec.utils.compat import total_batches
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class ResumePoint(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.trained = True
-        n = trainer.fit_loop.total_batch_idx + 1
+        n = total_batches(trainer)
         due = bool(self.every_batches) and n % int(self.every_batches) == 0
         if self.every_minutes and n % 20 == 0:  # ranks must agree: rank 0's clock decides
             late = time.monotonic() - self._since >= 60 * float(self.every_minutes)
