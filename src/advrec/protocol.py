@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from advrec.data.batches import Plan
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
-from advrec.models.base import ClosedForm, Recommender
+from advrec.models.base import ClosedForm, GridSearchable, Recommender
 from advrec.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Protocol:
                 "choose the model; raise protocol.val_fraction or use protocol=original"
             )
         closed = isinstance(model, ClosedForm)
-        if getattr(model, "search", None):  # closed forms; EASE-GAN's starting point
+        if isinstance(model, GridSearchable) and model.search:  # closed forms; EASE-GAN's start
             from advrec.pipeline import eval_trainer  # pipeline imports this module
 
             grid_search(model, dm, eval_trainer(cfg))
@@ -250,11 +250,11 @@ def release(trainer: Trainer) -> None:
         cb.log = cb.log_dict = None
 
 
-def grid_search(model: Recommender, dm: RecDataModule, trainer: Trainer) -> None:
+def grid_search(model: GridSearchable, dm: RecDataModule, trainer: Trainer) -> None:
     """Fit every combination of `model.search` on train, validate each with `trainer` (the
     metrics every run reports), keep the best by `model.select_by`; each candidate's score
-    goes to `model.selection`. `model` has `search`, `select_by`, `selection` and
-    `fit_matrix(matrix)`: a `ClosedForm`, or a trained model whose start is one (EASE-GAN)."""
+    goes to `model.selection`: a `ClosedForm`, or a trained model whose start is one
+    (EASE-GAN)."""
     if dm.val_matrix is None or not model.select_by:
         raise AdvrecError(
             f"model.search={model.search} needs a validation split to choose on; use "

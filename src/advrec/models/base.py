@@ -207,13 +207,27 @@ class Recommender(LightningModule):
         return other
 
 
-class ClosedForm(Recommender):
-    """A model fitted in one pass on the training matrix (no optimiser, no training batches).
+class GridSearchable:
+    """A model with a grid the protocol chooses on before training (`protocol.grid_search`):
+    `search` maps hyper-parameter names to candidate lists; every combination is fitted on
+    train (`fit_checked(matrix)`), scored on the validation split by `select_by` (e.g.
+    `val/ndcg@10`), the best kept and each recorded in `selection`. `only`: the names a grid
+    may hold (None: any hyper-parameter)."""
 
-    `search` maps hyper-parameter names to candidate lists: the protocol fits every
-    combination on train, scores it on the validation split by `select_by` (e.g.
-    `val/ndcg@10`), keeps the best and records each in `selection`. `refit(matrix)` fits the
-    chosen one again (on train + validation under the validated protocol).
+    def init_search(
+        self, search: dict | None, select_by: str | None, only: set | None = None, why: str = ""
+    ) -> None:
+        self.search = {k: list(v) for k, v in (search or {}).items()}
+        if only is not None and set(self.search) - only:
+            raise AdvrecError(f"model.search={dict(self.search)}: {why}")
+        self.select_by = select_by
+        self.selection: list[dict] = []
+
+
+class ClosedForm(GridSearchable, Recommender):
+    """A model fitted in one pass on the training matrix (no optimiser, no training batches).
+    Its grid (`search`, see `GridSearchable`) is chosen on validation; `refit(matrix)` fits
+    the chosen one again (on train + validation under the validated protocol).
     """
 
     def __init__(
@@ -226,9 +240,7 @@ class ClosedForm(Recommender):
     ):
         super().__init__(n_users, n_items, ks)
         self.automatic_optimization = False
-        self.search = {k: list(v) for k, v in (search or {}).items()}
-        self.select_by = select_by
-        self.selection: list[dict] = []
+        self.init_search(search, select_by)
 
     def phases(self) -> tuple[Phase, ...]:
         return ()

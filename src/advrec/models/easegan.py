@@ -44,6 +44,7 @@ from torch import nn
 
 from advrec.data.batches import FitData
 from advrec.errors import AdvrecError
+from advrec.models.base import GridSearchable
 from advrec.models.cfgan import ConditionalGAN
 from advrec.models.ease import EASESolver
 
@@ -94,7 +95,7 @@ class BasePlusDelta(nn.Module):
         return self.base_scores(x) + self.delta(x)
 
 
-class EASEGAN(ConditionalGAN):
+class EASEGAN(GridSearchable, ConditionalGAN):
     """See the module docstring. `lam` is EASE^R's L2 weight (the start's and the excess
     term's); fix it to the tuned EASE^R's of the same data, or let `search={lam: [...]}`
     choose it on validation in every run as EASE^R's grid does: the protocol scores each
@@ -147,14 +148,13 @@ class EASEGAN(ConditionalGAN):
             d_hidden, d_act, seed, mask_cache_entries, ks,
         )  # fmt: skip
         self.save_hyperparameters()
-        self.search = {k: list(v) for k, v in (search or {}).items()}
-        if set(self.search) - {"lam"}:
-            raise AdvrecError(
-                f"model.search={dict(self.search)}: EASE-GAN's grid chooses only its starting "
-                "point, lam (EASE^R's L2 weight); search the adversarial settings with "
-                "hparams_search=easegan"
-            )
-        self.select_by, self.selection = select_by, []
+        self.init_search(
+            search,
+            select_by,
+            only={"lam"},
+            why="EASE-GAN's grid chooses only its starting point, lam (EASE^R's L2 weight); "
+            "search the adversarial settings with hparams_search=easegan",
+        )
         self.check_limits()
         self.adversarial = adv_weight > 0
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
