@@ -5,7 +5,7 @@
 - `validated`: validation carved out of train; hyper-parameters and the epoch chosen on it;
   then the model is refit on train + validation with the chosen settings and the chosen
   number of epochs (`refit: all`, the ECIR 2022 protocol) and the test split is touched once.
-  `refit: closed_form` refits only closed-form models (advrec < 0.2), `refit: none` tests
+  `refit: closed_form` refits only closed-form models, `refit: none` tests
   the selected model as it was fitted on train minus validation.
 - `original`: a paper's own procedure: fixed settings, the last epoch, no validation
   (optimistic: those settings were published after looking at the test split).
@@ -56,7 +56,7 @@ class Protocol:
     def from_config(cls, node: DictConfig) -> Protocol:
         fields = {k: node.get(k) for k in cls.__dataclass_fields__ if node.get(k) is not None}
         refit = fields.get("refit", "none")
-        if isinstance(refit, bool):  # advrec < 0.2 spelled it true / false
+        if isinstance(refit, bool):  # an older spelling: refit=true / false
             fields["refit"] = "closed_form" if refit else "none"
         p = cls(**fields)
         if p.refit not in REFITS:

@@ -144,9 +144,19 @@ class EASEGAN(GridSearchable, ConditionalGAN):
             raise AdvrecError(f"model.rank={rank!r}: it must be a whole number >= 1 (Delta's rank)")
         generator = BasePlusDelta(LowRankDelta(n_items, int(rank)))
         super().__init__(
-            n_users, n_items, generator, "users", scheme, negatives, n_items,
-            d_hidden, d_act, seed, mask_cache_entries, ks,
-        )  # fmt: skip
+            n_users,
+            n_items,
+            generator=generator,
+            rows="users",
+            scheme=scheme,
+            negatives=negatives,
+            cond_dim=n_items,
+            d_hidden=d_hidden,
+            d_act=d_act,
+            seed=seed,
+            mask_cache_entries=mask_cache_entries,
+            ks=ks,
+        )
         self.save_hyperparameters()
         self.init_search(
             search,

@@ -59,6 +59,7 @@ class MultVAE(Recommender):
         return make_optimizer("adam", self.parameters(), h.lr, weight_decay=h.weight_decay)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()  # the shared data handshake (prepare_fit)
         if self.hparams.anneal_steps is None:
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
