@@ -148,6 +148,7 @@ def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
         pcfg.trainer = OmegaConf.merge(cfg.trainer, cfg.pretrain.get("trainer") or {})
         pcfg.paths.output_dir = str(out)
         pcfg.ckpt_path = None
+        pcfg.trial = None  # a pruned search follows the model's own curve, not its start's
         del pcfg.pretrain
     models = [build_model(pcfg, dm)]
     trainer = build_trainer(
