@@ -215,3 +215,14 @@ def test_fast_dev_run_through_hydra(model, extra, tmp_path):
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert np.isfinite(m["test/ndcg@10"])
+
+
+def test_a_diverged_policy_ends_the_run_as_diverged_not_as_a_crash():
+    """A non-finite policy (G's weights blown up by a large lr_g at a low temperature) is a
+    Diverged run (a search prunes it and goes on), not torch.multinomial's RuntimeError."""
+    from advrec.errors import Diverged
+    from advrec.models.irgan import draw
+
+    with pytest.raises(Diverged, match="lower model.lr_g"):
+        draw(torch.tensor([[0.5, float("nan")]], dtype=torch.float64), 2)
+    assert draw(torch.tensor([[0.0, 1.0]], dtype=torch.float64), 3).tolist() == [[1, 1, 1]]

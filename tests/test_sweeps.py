@@ -325,6 +325,7 @@ class _Trainer:
     """What PruningCallback reads of a Trainer."""
 
     sanity_checking, is_global_zero, strategy = False, True, _Strategy()
+    state = type("State", (), {"fn": "fit"})()
 
     def __init__(self, value):
         self.callback_metrics = {"val/ndcg@10": value}
@@ -386,6 +387,7 @@ def test_a_pruned_search_leaves_no_result_of_a_pruned_trial_and_resumes(tmp_path
         assert "pruned at validation check" in t.user_attrs["pruned_because"]
         assert len(t.intermediate_values) < 4
     for t in study.trials:
+        assert len(t.intermediate_values) <= 4  # one per epoch, no re-validation's report
         if t.state == TrialState.COMPLETE:
             assert (sweep / f"{t.number}_local" / "metrics.json").is_file()
     best = json.loads((sweep / "optuna_best.json").read_text())
@@ -424,3 +426,27 @@ def test_the_journal_opens_in_a_fresh_process(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[('s', 2)]"
+
+
+def test_a_pre_training_does_not_report_to_the_pruned_trial(tmp_path):
+    """IRGAN starts from a BPR pre-training with validation checks of its own: only IRGAN's
+    checks are the trial's curve (the pre-training's would take its first steps)."""
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "train", "data=synthetic", "data.source.n_users=80", "data.source.n_items=50",
+        "data.source.n_interactions=1000", "pretrain=bpr_dns", "hparams_search=irgan",
+        "hydra/sweeper/pruner=median", "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=1", "model.dim=choice(5)", "model.lr_g=choice(0.001)",
+        "model.lr_d=choice(0.001)", "model.temperature=choice(1.0)", "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=1",
+        "pretrain.trainer.max_epochs=2", "pretrain.trainer.check_val_every_n_epoch=1",
+        "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    study = optuna.load_study(
+        study_name="irgan_synthetic", storage=open_storage(sweep / "optuna.journal")
+    )
+    (trial,) = study.trials
+    # IRGAN's three checks: not the pre-training's, not the protocol's re-validation
+    assert sorted(trial.intermediate_values) == [1, 2, 3]

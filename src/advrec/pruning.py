@@ -43,7 +43,9 @@ class PruningCallback(Callback):
         self.checks = 0
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        # checks of the fit only: the protocol's re-validation of the selected model (its own
+        # trainer.validate) is no step of the curve, and must not prune a finished trial
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:

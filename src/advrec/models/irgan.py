@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from advrec.data.batches import FitData, Phase
-from advrec.errors import AdvrecError
+from advrec.errors import AdvrecError, Diverged
 from advrec.models.gan import GANRecommender
 from advrec.models.nets import MF
 from advrec.models.samplers import positive_pairs, rank_within_rows
@@ -42,6 +42,17 @@ def mixed_policy(logits: torch.Tensor, x: torch.Tensor, lam: float):
     pn = (1 - lam) * p + lam * pos
     pn = torch.where(n_pos > 0, pn, p)  # no positives: plain p
     return p, pn / pn.sum(1, keepdim=True)
+
+
+def draw(p: torch.Tensor, n: int) -> torch.Tensor:
+    """`n` items per row from the policy `p`; a policy that is no longer finite (G diverged,
+    e.g. a large lr_g at a low temperature) ends the run as diverged, not as a crash."""
+    if not torch.isfinite(p).all():
+        raise Diverged(
+            "IRGAN's generator diverged: its sampling probabilities are not finite (lower "
+            "model.lr_g or raise model.temperature)"
+        )
+    return torch.multinomial(p, n, replacement=True)
 
 
 def reinforce_loss(
@@ -145,7 +156,7 @@ class IRGAN(GANRecommender):
             if int(c.max()) == 0:
                 continue
             p = torch.softmax(self.generator(users).double() / self.hparams.temperature, 1)
-            draws = torch.multinomial(p, int(c.max()), replacement=True)
+            draws = draw(p, int(c.max()))
             keep = torch.arange(draws.shape[1], device=self.device)[None, :] < c[:, None]
             out[int(m.indptr[lo]) : int(m.indptr[lo + len(users)])] = draws[keep]
         return out
@@ -185,7 +196,7 @@ class IRGAN(GANRecommender):
         with torch.no_grad():
             p, pn = mixed_policy(self.generator(users), x, h.sample_lambda)
             m = (h.g_samples_per_positive * n_pos).long()
-            draws = torch.multinomial(pn, int(m.max()), replacement=True)
+            draws = draw(pn, int(m.max()))
             valid = torch.arange(draws.shape[1], device=self.device)[None, :] < m[:, None]
             r = reward_of(self.discriminator.pair(users, draws), h.reward)
             weight = r * (p.gather(1, draws) / pn.gather(1, draws)).float() * valid
