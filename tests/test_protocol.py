@@ -11,6 +11,7 @@ from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
 from advrec.pipeline import build_trainer
 from advrec.protocol import Protocol
+from advrec.train import trainer_factories
 from tests.helpers import data_args, run_cli, synthetic_dm
 
 SMALL = [
@@ -92,7 +93,7 @@ def test_validated_refits_the_chosen_epoch_count_on_train_plus_validation(tmp_pa
     dm = synthetic_dm(80, 40, 1600, val_fraction=0.1, batch_size=16)
     model = Counter(dm.n_users, dm.n_items)
     trainer = build_trainer(cfg, logger=False, **protocol.trainer_overrides(model, dm))
-    res = protocol.run(cfg, model, dm, trainer)
+    res = protocol.run(cfg, model, dm, trainer, **trainer_factories(cfg))
     assert res.epochs == 4 and res.selected_epoch == 2  # the epoch-1 weights won
     assert model.seen[0] == dm.train_matrix.nnz < dm.train_full_matrix.nnz
     if refit == "all":

@@ -335,7 +335,8 @@ def test_the_median_pruner_stops_a_trial_whose_curve_is_worse():
     import optuna
 
     from advrec.errors import TrialPruned
-    from advrec.pruning import PruningCallback, make_pruner
+    from advrec.pruning import PruningCallback
+    from advrec.sweep import make_pruner
     from advrec.utils.compat import trial_handle
 
     pruner = make_pruner({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +111,14 @@ class Protocol:
         dm: RecDataModule,
         trainer: Trainer,
         refit_overrides: dict | None = None,
+        *,
+        make_trainer: Callable[..., Trainer],
+        make_eval_trainer: Callable[[], Trainer],
     ):
         """Fit, select on validation, refit if asked, test once. Returns a `Result`.
-        `refit_overrides` replace hyper-parameters of the refit (e.g. its `init_ckpt`)."""
+        `refit_overrides` replace hyper-parameters of the refit (e.g. its `init_ckpt`);
+        `make_trainer(**overrides)` builds the refit's trainer, `make_eval_trainer()` the one
+        a grid scores its candidates with (the protocol never builds trainers itself)."""
         if self.selects and dm.val_matrix is None:
             raise AdvrecError(
                 f"protocol.val_fraction={self.val_fraction} left no validation interactions "
@@ -121,9 +127,7 @@ class Protocol:
             )
         closed = isinstance(model, ClosedForm)
         if isinstance(model, GridSearchable) and model.search:  # closed forms; EASE-GAN's start
-            from advrec.pipeline import eval_trainer  # pipeline imports this module
-
-            grid_search(model, dm, eval_trainer(cfg))
+            grid_search(model, dm, make_eval_trainer())
         # a resumed checkpoint is read as data only (unpickling anything else can run code)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         if not closed and trainer.global_step == 0:
@@ -155,7 +159,7 @@ class Protocol:
         if res.selected_epoch is None and not closed:
             res.selected_epoch = res.epochs  # the last epoch (nothing was selected)
         if self.refits(res.model):
-            res.model = self._refit(cfg, res, dm, trainer, refit_overrides or {})
+            res.model = self._refit(cfg, res, dm, trainer, refit_overrides or {}, make_trainer)
             res.refit = "train+validation"
         if self.test:
             res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
@@ -165,7 +169,13 @@ class Protocol:
         return res
 
     def _refit(
-        self, cfg: DictConfig, res: Result, dm: RecDataModule, trainer: Trainer, overrides: dict
+        self,
+        cfg: DictConfig,
+        res: Result,
+        dm: RecDataModule,
+        trainer: Trainer,
+        overrides: dict,
+        make_trainer: Callable[..., Trainer],
     ) -> Recommender:
         """The chosen model's settings trained again on train + validation (same seed).
         The chosen model is let go before the refit trains: one model's weights at a time."""
@@ -174,15 +184,12 @@ class Protocol:
             chosen.refit(dm.train_full_matrix)
             chosen.refit_on = "train+validation"
             return chosen
-        from advrec.pipeline import build_trainer  # pipeline imports this module
-
         seed_everything(cfg.seed, workers=True, verbose=False)
         model = _fresh_copy(chosen, overrides)
         res.model = chosen = None
         release(trainer)  # validation connected the chosen model
         full = dm.with_validation_in_train()
-        trainer = build_trainer(
-            cfg,
+        trainer = make_trainer(
             max_epochs=res.selected_epoch,
             max_steps=-1,
             callbacks=[],

@@ -2,7 +2,8 @@
 Optuna trial, and the study's pruner may stop it there.
 
 The pruner is a config group spelled like the samplers (`hydra/sweeper/pruner=none | median
-| hyperband | successive_halving`, Optuna's pruners with their own parameters). The sweeper
+| hyperband | successive_halving`, Optuna's pruners with their own parameters; the sweeper
+builds it, `advrec.sweep.make_pruner`). The sweeper
 passes each trial its number (`trial=N`); the trial's run adds `PruningCallback` to its
 selection fit (never to the refit or a closed form's grid), which reports the monitored
 metric at validation check 1, 2, ... and raises `TrialPruned` when the pruner says so. The
@@ -14,25 +15,7 @@ from __future__ import annotations
 
 from lightning import Callback
 
-from advrec.errors import AdvrecError, TrialPruned
-
-NOP = "optuna.pruners.NopPruner"
-
-
-def make_pruner(spec: dict | None):
-    """The configured Optuna pruner (NopPruner for none)."""
-    from hydra.utils import get_class
-
-    spec = dict(spec or {})
-    target = spec.pop("_target_", NOP)
-    try:
-        return get_class(target)(**spec)
-    except Exception as e:
-        raise AdvrecError(f"hydra.sweeper.pruner ({target}): {e}") from None
-
-
-def prunes(spec: dict | None) -> bool:
-    return bool(spec) and spec.get("_target_", NOP) != NOP
+from advrec.errors import TrialPruned
 
 
 class PruningCallback(Callback):
@@ -70,7 +53,7 @@ def pruning_callback(cfg) -> PruningCallback | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from advrec.sweep import open_storage, storage_of
+    from advrec.sweep import make_pruner, open_storage, prunes, storage_of
     from advrec.utils.compat import trial_handle
 
     sweeper = HydraConfig.get().sweeper

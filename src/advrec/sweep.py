@@ -188,6 +188,25 @@ def reclaim_interrupted(study, max_retries: int = 1) -> tuple[int, int]:
     return queued, given_up
 
 
+NOP = "optuna.pruners.NopPruner"  # hydra/sweeper/pruner=none (see advrec.pruning)
+
+
+def make_pruner(spec: dict | None):
+    """The configured Optuna pruner (NopPruner for none)."""
+    from hydra.utils import get_class
+
+    spec = dict(spec or {})
+    target = spec.pop("_target_", NOP)
+    try:
+        return get_class(target)(**spec)
+    except Exception as e:
+        raise AdvrecError(f"hydra.sweeper.pruner ({target}): {e}") from None
+
+
+def prunes(spec: dict | None) -> bool:
+    return bool(spec) and spec.get("_target_", NOP) != NOP
+
+
 def grid_of(space: dict[str, Any]) -> dict[str, list]:
     """The values a grid sampler walks: choice(...) and range(...) parameters only."""
     from optuna.distributions import CategoricalDistribution
@@ -336,8 +355,6 @@ class OptunaSearch:
 
     def _search(self, where: str, space: dict, fixed: dict, arguments: list[str]) -> dict:
         import optuna
-
-        from advrec.pruning import make_pruner, prunes
 
         pruned = prunes(self.pruner)
         if pruned and len(self.directions) > 1:

@@ -79,7 +79,9 @@ def train(cfg: DictConfig) -> dict:
         models = [build_model(cfg, dm)]
         trainer = build_trainer(cfg, **protocol.trainer_overrides(models[0], dm))
         # handed over, not kept here: the protocol lets the selection model go before the refit
-        res = protocol.run(cfg, models.pop(), dm, trainer, refit_overrides)
+        res = protocol.run(
+            cfg, models.pop(), dm, trainer, refit_overrides, **trainer_factories(cfg)
+        )
     except TrialPruned:  # no result: nothing of it may be resumed or reported
         shutil.rmtree(Path(cfg.paths.output_dir) / "checkpoints", ignore_errors=True)
         raise
@@ -124,6 +126,18 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+def trainer_factories(cfg: DictConfig) -> dict:
+    """How the protocol gets its refit's and its grid's trainers for this config."""
+    from functools import partial
+
+    from advrec.pipeline import build_trainer, eval_trainer
+
+    return {
+        "make_trainer": partial(build_trainer, cfg),
+        "make_eval_trainer": partial(eval_trainer, cfg),
+    }
+
+
 def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
     """`pretrain.model` (e.g. IRGAN's BPR-DNS) trained first on the same split under the same
     protocol, into <run dir>/pretrain/. Returns its selected and its final (tested, refit)
@@ -157,7 +171,8 @@ def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
         **protocol.trainer_overrides(models[0], dm),
     )
     log.info("pre-training %s into %s", type(models[0]).__name__, out)
-    res = protocol.run(pcfg, models.pop(), dm, trainer)  # handed over, as in train()
+    # handed over, as in train()
+    res = protocol.run(pcfg, models.pop(), dm, trainer, **trainer_factories(pcfg))
     final = out / "checkpoints" / "final.ckpt"
     res.model.status = "final"
     trainer.save_checkpoint(final, weights_only=True)
