@@ -93,7 +93,8 @@ def test_validated_refits_the_chosen_epoch_count_on_train_plus_validation(tmp_pa
     dm = synthetic_dm(80, 40, 1600, val_fraction=0.1, batch_size=16)
     model = Counter(dm.n_users, dm.n_items)
     trainer = build_trainer(cfg, logger=False, **protocol.trainer_overrides(model, dm))
-    res = protocol.run(cfg, model, dm, trainer, **trainer_factories(cfg))
+    make, make_eval = trainer_factories(cfg)
+    res = protocol.run(cfg, model, dm, trainer, make_trainer=make, make_eval_trainer=make_eval)
     assert res.epochs == 4 and res.selected_epoch == 2  # the epoch-1 weights won
     assert model.seen[0] == dm.train_matrix.nnz < dm.train_full_matrix.nnz
     if refit == "all":

@@ -79,9 +79,13 @@ def train(cfg: DictConfig) -> dict:
         models = [build_model(cfg, dm)]
         trainer = build_trainer(cfg, **protocol.trainer_overrides(models[0], dm))
         # handed over, not kept here: the protocol lets the selection model go before the refit
+        # (explicit keywords: a call with **kwargs keeps its positional arguments, the model
+        # among them, alive in a tuple until it returns)
+        make, make_eval = trainer_factories(cfg)
         res = protocol.run(
-            cfg, models.pop(), dm, trainer, refit_overrides, **trainer_factories(cfg)
-        )
+            cfg, models.pop(), dm, trainer, refit_overrides,
+            make_trainer=make, make_eval_trainer=make_eval,
+        )  # fmt: skip
     except TrialPruned:  # no result: nothing of it may be resumed or reported
         shutil.rmtree(Path(cfg.paths.output_dir) / "checkpoints", ignore_errors=True)
         raise
@@ -126,16 +130,14 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def trainer_factories(cfg: DictConfig) -> dict:
-    """How the protocol gets its refit's and its grid's trainers for this config."""
+def trainer_factories(cfg: DictConfig) -> tuple:
+    """How the protocol gets its refit's and its grid's trainers for this config:
+    (make_trainer(**overrides), make_eval_trainer())."""
     from functools import partial
 
     from advrec.pipeline import build_trainer, eval_trainer
 
-    return {
-        "make_trainer": partial(build_trainer, cfg),
-        "make_eval_trainer": partial(eval_trainer, cfg),
-    }
+    return partial(build_trainer, cfg), partial(eval_trainer, cfg)
 
 
 def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
@@ -172,7 +174,10 @@ def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
     )
     log.info("pre-training %s into %s", type(models[0]).__name__, out)
     # handed over, as in train()
-    res = protocol.run(pcfg, models.pop(), dm, trainer, **trainer_factories(pcfg))
+    make, make_eval = trainer_factories(pcfg)
+    res = protocol.run(
+        pcfg, models.pop(), dm, trainer, make_trainer=make, make_eval_trainer=make_eval
+    )
     final = out / "checkpoints" / "final.ckpt"
     res.model.status = "final"
     trainer.save_checkpoint(final, weights_only=True)
