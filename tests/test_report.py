@@ -311,3 +311,23 @@ def test_the_validation_panel_plots_the_ndcg_a_run_logged(tmp_path, monkeypatch)
     monkeypatch.setattr(plt.Axes, "plot", spy)
     assert report.plot_gan_training(runs, ["label"], tmp_path / "g.png")
     assert "NDCG@20" in plotted
+
+
+@pytest.mark.parametrize(
+    "bad, said",
+    [
+        ("compare_on=coverage", "needs a per-user metric"),
+        ("compare_on=nope", "needs a per-user metric"),
+        ("baseline=NoSuchModel", "no group has that label"),
+    ],
+)
+def test_a_bad_comparison_setting_is_one_line(multirun, tmp_path, bad, said):
+    """Through advrec-report: a metric the paired tests cannot use, or a baseline no group
+    has, is refused in one line (compare_on=nope was a KeyError traceback; coverage gave an
+    'n/a: per-user results missing' column that blamed the runs)."""
+    proc = run_cli("report", f"runs={multirun}", f"out={tmp_path / 'rep'}", bad,
+                   cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("advrec: error")]
+    assert said in line
+    assert not (tmp_path / "rep" / "report.md").exists()

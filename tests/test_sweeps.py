@@ -451,3 +451,20 @@ def test_a_pre_training_does_not_report_to_the_pruned_trial(tmp_path):
     (trial,) = study.trials
     # IRGAN's three checks: not the pre-training's, not the protocol's re-validation
     assert sorted(trial.intermediate_values) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "bad, said",
+    [
+        ("hydra.sweeper.pruner.n_startup_trials=-3", "n_startup_trials=-3"),
+        ("+hydra.sweeper.pruner.bogus=1", "unexpected keyword argument 'bogus'"),
+    ],
+)
+def test_a_bad_pruner_setting_is_one_line_and_starts_nothing(tmp_path, bad, said):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train", *_sweep_cmd(sweep)[3:], "hydra/sweeper/pruner=median", bad,
+                   cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("advrec: error")]
+    assert "hydra.sweeper.pruner" in line and said in line
+    assert not sweep.exists() or not list(sweep.iterdir())

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from advrec.config import CONF_DIR
 from advrec.errors import AdvrecError
+from advrec.metrics.names import PER_USER
 from advrec.utils.console import console, user_errors
 from advrec.utils.io import write_csv, write_text
 
@@ -546,7 +547,16 @@ def make_report(
     columns = [f"test/{m}@{k}" for m in metrics]
     table = summary_table(frame, group_by, columns)
     primary = f"test/{compare_on}@{k}"
-    order = [primary, *(c for c in columns if c != primary)]
+    if compare_on not in PER_USER:
+        raise AdvrecError(
+            f"compare_on={compare_on!r}: the paired tests need a per-user metric, one of "
+            f"{list(PER_USER)} (coverage is one number per run)"
+        )
+    if primary not in frame:
+        have = sorted(c for c in frame.columns if c.startswith(f"test/{compare_on}@"))
+        raise AdvrecError(f"{primary} is in none of the runs; they have {have}: set k=...")
+    # the tests pair per-user values, so only per-user metrics are compared (not coverage)
+    order = [primary, *(c for c in columns if c != primary and c[5:].split("@")[0] in PER_USER)]
     comp, baselines = stats.compare_table(frame, group_by, order, baseline)
     table["vs"] = vs_cells(table, comp, baselines, group_by, primary)
     markdown = to_markdown(table, group_by, columns)

@@ -121,8 +121,10 @@ def compare_groups(
     diffs, seed_means = [], []
     for _, p in pairs.iterrows():
         a, b = _per_user(p["run_a"], cache), _per_user(p["run_b"], cache)
-        if a is None or b is None or metric not in a or metric not in b:
+        if a is None or b is None:
             return {"status": "per-user results missing (runs older than per_user files)"}
+        if metric not in a or metric not in b:
+            return {"status": f"{metric} is not in the per-user files (other ks?)"}
         d = (b[metric].astype(np.float64) - a[metric].astype(np.float64)).dropna()
         if len(d) != len(a) or len(d) != len(b):
             return {"status": "paired runs evaluated different users"}

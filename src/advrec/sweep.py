@@ -362,12 +362,13 @@ class OptunaSearch:
                 "a multi-objective search cannot prune (Optuna's pruners compare one curve): "
                 "use hydra/sweeper/pruner=none, or one objective"
             )
+        pruner = make_pruner(self.pruner)  # a bad pruner setting: refused before any file
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(where),
             directions=self.directions,
             load_if_exists=True,
-            pruner=make_pruner(self.pruner),
+            pruner=pruner,
         )
         if len(study.directions) != len(self.directions):
             raise AdvrecError(
