@@ -240,8 +240,8 @@ def vs_cells(
     table: pd.DataFrame, comp: pd.DataFrame, baselines: dict, group_by: Sequence[str], column: str
 ) -> list[str]:
     """Each table row's "vs baseline" cell on `column`: the mean difference from its
-    dataset's baseline and a marker (see LEGEND)."""
-    base_rows = {tuple(map(str, _key_tuple(k))) for k in baselines.values()}
+    dataset's baseline and a marker (see `legend`)."""
+    base_rows = {tuple(map(str, k)) for k in baselines.values()}
     cells = []
     for _, r in table.iterrows():
         key = tuple(str(r[g]) for g in group_by)
@@ -263,10 +263,6 @@ def vs_cells(
         mark = "‡" if p < 0.01 else "†" if p < 0.05 else "ns"
         cells.append(f"{c['mean_diff']:+.4f} {mark}")
     return cells
-
-
-def _key_tuple(key) -> tuple:
-    return key if isinstance(key, tuple) else (key,)
 
 
 def legend(column: str, baseline: str | None) -> str:
@@ -412,7 +408,7 @@ def plot_ranking(runs: pd.DataFrame, group_by: Sequence[str], column: str, out: 
                 else 0.0
             )
             gan = g["adversarial"].astype(str) == "True"
-            shown = zip(_key_tuple(key), group_by, strict=True)
+            shown = zip(key, group_by, strict=True)  # grouping by a list: tuple keys
             name = _label(tuple(v for v, k in shown if k != "data"))
             rows.append((data, name, x.mean(), half, bool(gan.any()), len(x)))
     heights = [sum(r[0] == d for r in rows) for d in datasets]

@@ -27,7 +27,6 @@ from scipy import stats
 from advrec.errors import AdvrecError
 from advrec.metrics.per_user import file_name, read_per_user
 
-ALPHA = 0.05
 N_BOOT = 2000
 
 
@@ -151,7 +150,7 @@ def compare_table(
         keys = [*keys, "data"]
     rows, baselines, cache = [], {}, {}
     for data, frame in runs.groupby("data", sort=False) if "data" in runs else [(None, runs)]:
-        groups = dict(list(frame.groupby(keys, sort=False)))
+        groups = dict(list(frame.groupby(keys, sort=False)))  # keys: tuples (a list groups)
         base_key = _baseline(groups, keys, columns[0], baseline, data)
         if base_key is None:
             continue
@@ -161,17 +160,13 @@ def compare_table(
                 continue
             for col in columns:
                 res = compare_groups(groups[base_key], g, col, cache)
-                rows.append({**dict(zip(keys, _tuple(key), strict=True)), "metric": col, **res})
+                rows.append({**dict(zip(keys, key, strict=True)), "metric": col, **res})
     table = pd.DataFrame(rows)
     if not table.empty:
         if "wilcoxon_p" not in table:
             table["wilcoxon_p"] = np.nan
         table["holm_p"] = holm(table["wilcoxon_p"].to_numpy())
     return table, baselines
-
-
-def _tuple(key) -> tuple:
-    return key if isinstance(key, tuple) else (key,)
 
 
 def _baseline(groups: dict, keys: list, column: str, label: str | None, data) -> tuple | None:
@@ -181,9 +176,9 @@ def _baseline(groups: dict, keys: list, column: str, label: str | None, data) ->
         return max(means, key=means.get) if means else None
     if "label" not in keys:
         raise AdvrecError(f"baseline={label!r} names a label, but group_by={keys} has none")
-    hits = [k for k in groups if dict(zip(keys, _tuple(k), strict=True))["label"] == label]
+    hits = [k for k in groups if dict(zip(keys, k, strict=True))["label"] == label]
     if not hits:
-        labels = sorted({dict(zip(keys, _tuple(k), strict=True))["label"] for k in groups})
+        labels = sorted({dict(zip(keys, k, strict=True))["label"] for k in groups})
         where = f" on {data}" if data is not None else ""
         raise AdvrecError(f"baseline={label!r}: no group has that label{where}; labels: {labels}")
     if len(hits) > 1:

@@ -416,10 +416,8 @@ class OptunaSearch:
 
         try:
             value = ret.return_value  # re-raises the job's exception
-            if isinstance(value, Pruned):
-                log.info("trial %d pruned: %s", trial.number, value)
-                trial.set_user_attr("pruned_because", str(value))
-                study.tell(trial, state=TrialState.PRUNED)
+            if isinstance(value, Pruned):  # the pruner stopped it: expected, no warning
+                _prune(study, trial, value, logging.INFO)
                 return
             if self.objectives:
                 study.tell(trial, self._objective_values(ret))
@@ -431,9 +429,7 @@ class OptunaSearch:
                 )
             study.tell(trial, float(value))
         except BadTrial as e:  # settings that leave no result (diverged, incompatible)
-            log.warning("trial %d pruned: %s", trial.number, e)
-            trial.set_user_attr("pruned_because", str(e))
-            study.tell(trial, state=TrialState.PRUNED)
+            _prune(study, trial, str(e), logging.WARNING)
         except AdvrecError:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -525,6 +521,15 @@ class OptunaSearch:
             log.info("Pareto trial %s", row)
         log.info("%d Pareto trial(s): %s", len(rows), self.sweep_dir / "pareto.csv")
         return summary
+
+
+def _prune(study, trial, reason: str, level: int) -> None:
+    """Record `trial` as PRUNED with its reason (its `pruned_because` attribute)."""
+    from optuna.trial import TrialState
+
+    log.log(level, "trial %d pruned: %s", trial.number, reason)
+    trial.set_user_attr("pruned_because", str(reason))
+    study.tell(trial, state=TrialState.PRUNED)
 
 
 def _directions(direction: str | Sequence[str], n: int) -> list[str]:
