@@ -316,8 +316,8 @@ def test_the_validation_panel_plots_the_ndcg_a_run_logged(tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     "bad, said",
     [
-        ("compare_on=coverage", "needs a per-user metric"),
-        ("compare_on=nope", "needs a per-user metric"),
+        ("compare_on=coverage", "need a per-user metric"),
+        ("compare_on=nope", "need a per-user metric"),
         ("baseline=NoSuchModel", "no group has that label"),
     ],
 )

@@ -345,24 +345,24 @@ class OptunaSearch:
         space, fixed = search_space(lines)
         if not space:
             raise AdvrecError("the Optuna sweep has no search space (hydra.sweeper.params)")
-        where = storage_of(self.storage, self.sweep_dir)
-        lock = SweepLock(self.sweep_dir)
-        lock.acquire()
-        try:
-            return self._search(where, space, fixed, arguments)
-        finally:
-            lock.release()
-
-    def _search(self, where: str, space: dict, fixed: dict, arguments: list[str]) -> dict:
-        import optuna
-
-        pruned = prunes(self.pruner)
-        if pruned and len(self.directions) > 1:
+        if prunes(self.pruner) and len(self.directions) > 1:
             raise AdvrecError(
                 "a multi-objective search cannot prune (Optuna's pruners compare one curve): "
                 "use hydra/sweeper/pruner=none, or one objective"
             )
         pruner = make_pruner(self.pruner)  # a bad pruner setting: refused before any file
+        where = storage_of(self.storage, self.sweep_dir)
+        lock = SweepLock(self.sweep_dir)
+        lock.acquire()
+        try:
+            return self._search(where, space, fixed, arguments, pruner)
+        finally:
+            lock.release()
+
+    def _search(self, where: str, space: dict, fixed: dict, arguments: list[str], pruner) -> dict:
+        import optuna
+
+        pruned = prunes(self.pruner)
         study = optuna.create_study(
             study_name=self.study_name,
             storage=open_storage(where),
