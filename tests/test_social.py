@@ -413,3 +413,43 @@ def test_gar_and_dropoutnet_skip_training_rows_without_items():
     net.log = lambda *a, **k: None
     assert torch.isfinite(net.training_step(batch, 0))
     assert net.training_step({**batch, "ids": torch.tensor([0, 2])}, 0) is None
+
+
+def test_gain_by_friends_bins_each_test_user_once_and_socialpop_gains_only_with_friends(
+    social_files, tmp_path
+):
+    """bench/gain_by_friends.py over real runs: every test user in one bin, and SocialPop,
+    which backs off to TopPop's order, gains nothing where no friend has a known history."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.gain_by_friends import bin_names, friends_with_history
+
+    friends = sp.csr_matrix(np.array([[0, 1, 1], [1, 0, 0], [1, 0, 0]]))
+    known = sp.csr_matrix(np.array([[1, 0], [0, 0], [0, 1]]))
+    assert friends_with_history(friends, known).tolist() == [1, 1, 1]
+    assert bin_names() == ["0", "1", "2-3", "4-7", "8-15", "16+"]
+    # u0, u4 and u8 (test users) lose their friends but one another: friends without history
+    pairs = pd.read_csv(social_files / "friends.csv")
+    lonely = {"u0", "u4", "u8"}
+    keep = ~(pairs["user"].isin(lonely) | pairs["other"].isin(lonely))
+    among = pd.DataFrame({"user": ["u0", "u4"], "other": ["u4", "u8"]})
+    pd.concat([pairs[keep], among]).to_csv(tmp_path / "lonely.csv", index=False)
+    for model in ("pop", "socialpop"):
+        run_cli("train", *_social_args(social_files, tmp_path / "lonely.csv"), f"model={model}",
+                f"hydra.run.dir={tmp_path / model}", cwd=tmp_path)  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "bench" / "gain_by_friends.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "pop"), str(tmp_path / "socialpop"),
+         "--baseline", "TopPop", "--metric", "ndcg@5"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = json.loads(proc.stdout)["models"]
+    n_test = json.loads((tmp_path / "pop" / "metrics.json").read_text())["test/n_users"]
+    for label in ("TopPop", "SocialPop"):
+        assert sum(b["users"] for b in out[label]["by_bin"]) == n_test
+    social = {b["bin"]: b for b in out["SocialPop"]["by_bin"]}
+    with_friends = [b for name, b in social.items() if name != "0" and b["users"]]
+    assert with_friends and all(b["gain"] > 0.1 for b in with_friends)
+    assert social["0"]["users"] == 3 and social["0"]["gain"] == 0.0
