@@ -32,7 +32,7 @@ def train_sweeps(model, data, sweeps: int) -> None:
     """`sweeps` epochs of a trained model on 99 % of `data` (a 1 % random test holdout, never
     evaluated; no validation)."""
     from advrec.data.datamodule import RecDataModule
-    from advrec.pipeline import bare_trainer
+    from advrec.run.build import bare_trainer
 
     class Whole:
         name = "bench"

@@ -45,7 +45,7 @@ def test_users_friends(run: Path, set_name: str) -> pd.DataFrame:
 
     import advrec.config  # noqa: F401  (registers advrec's resolvers)
     from advrec.errors import AdvrecError
-    from advrec.pipeline import build_datamodule
+    from advrec.run.build import build_datamodule
 
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     dm = build_datamodule(cfg)

@@ -23,7 +23,7 @@ import torch
 from advrec.data.datamodule import RecDataModule
 from advrec.data.sources import Synthetic
 from advrec.models.cfgan import CFGAN
-from advrec.pipeline import bare_trainer
+from advrec.run.build import bare_trainer
 
 
 def peak_rss_gib() -> float:

@@ -185,7 +185,7 @@ def advrec_run(dm, epochs: int, seed: int, callbacks: str, out: Path, extra=(), 
     from hydra import compose, initialize_config_dir
 
     from advrec.config import CONF_DIR
-    from advrec.pipeline import build_trainer
+    from advrec.run.build import build_trainer
 
     torch.manual_seed(seed)
     model = CFGAN(dm.n_users, dm.n_items, seed=seed, **PAPER)

@@ -12,8 +12,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from advrec.config import CONF_DIR
-from advrec.pipeline import check_monitor, check_settings, check_targets, model_class
-from advrec.protocol import Protocol
+from advrec.run.guards import check_monitor, check_settings, check_targets, model_class
+from advrec.run.protocol import Protocol
 from tests.helpers import REPO
 
 GROUPS = ("experiment", "tuned", "hparams_search", "data", "model")

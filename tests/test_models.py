@@ -11,7 +11,7 @@ from advrec.errors import AdvrecError
 from advrec.models.ease import EASE
 from advrec.models.itemknn import ItemKNN
 from advrec.models.pop import TopPop
-from advrec.protocol import grid_search
+from advrec.run.protocol import grid_search
 from tests.helpers import quiet_trainer, synthetic_dm
 
 

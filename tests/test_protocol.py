@@ -9,9 +9,8 @@ from omegaconf import OmegaConf
 
 from advrec.errors import AdvrecError
 from advrec.models.base import Recommender
-from advrec.pipeline import build_trainer
-from advrec.protocol import Protocol
-from advrec.train import trainer_factories
+from advrec.run.build import build_trainer, trainer_factories
+from advrec.run.protocol import Protocol
 from tests.helpers import data_args, run_cli, synthetic_dm
 
 SMALL = [
@@ -94,7 +93,10 @@ def test_validated_refits_the_chosen_epoch_count_on_train_plus_validation(tmp_pa
     model = Counter(dm.n_users, dm.n_items)
     trainer = build_trainer(cfg, logger=False, **protocol.trainer_overrides(model, dm))
     make, make_eval = trainer_factories(cfg)
-    res = protocol.run(cfg, model, dm, trainer, make_trainer=make, make_eval_trainer=make_eval)
+    res = protocol.run(
+        model, dm, trainer, seed=cfg.seed, output_dir=cfg.paths.output_dir, make_trainer=make,
+        make_eval_trainer=make_eval,
+    )  # fmt: skip
     assert res.epochs == 4 and res.selected_epoch == 2  # the epoch-1 weights won
     assert model.seen[0] == dm.train_matrix.nnz < dm.train_full_matrix.nnz
     if refit == "all":

@@ -296,7 +296,7 @@ def _umask() -> int:
 
 def test_an_atomic_checkpoint_write_that_fails_keeps_the_old_file(tmp_path, monkeypatch):
     from advrec.errors import AdvrecError
-    from advrec.pipeline import AtomicCheckpointIO
+    from advrec.run.build import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()

@@ -245,7 +245,7 @@ def test_the_heater_preset_reproduces_the_files(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from advrec.config import CONF_DIR
-    from advrec.pipeline import build_datamodule
+    from advrec.run.build import build_datamodule
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(

@@ -17,7 +17,8 @@ def evaluate(cfg: DictConfig) -> dict:
     """Metrics of `cfg.ckpt_path` on `cfg.split` ('test' or 'val'); writes metrics.json and
     per_user_<split>.parquet."""
     from advrec.metrics.per_user import write_files
-    from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
+    from advrec.run.build import eval_trainer
+    from advrec.run.checkpoints import checked_datamodule, load_checkpoint
     from advrec.utils.io import write_json  # here, not at the top: `--help` needs neither
 
     if cfg.split not in ("test", "val"):

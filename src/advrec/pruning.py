@@ -50,22 +50,23 @@ def pruning_callback(cfg) -> PruningCallback | None:
     if number is None:
         return None
     import optuna
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from advrec.sweep import make_pruner, open_storage, prunes, storage_of
     from advrec.utils.compat import trial_handle
+    from advrec.utils.runtime import hydra_runtime
 
-    sweeper = HydraConfig.get().sweeper
+    hc = hydra_runtime()
+    if hc is None:  # outside a Hydra app there is no sweeper and no study
+        return None
+    sweeper = hc.sweeper
     spec = OmegaConf.to_container(sweeper.get("pruner") or {}, resolve=True)
     if not prunes(spec) or not cfg.protocol.get("monitor"):
         return None
     study = optuna.load_study(
         study_name=sweeper.study_name,
         # not healed here: the sweeper may be writing its journal right now
-        storage=open_storage(
-            storage_of(sweeper.get("storage"), HydraConfig.get().sweep.dir), heal=False
-        ),
+        storage=open_storage(storage_of(sweeper.get("storage"), hc.sweep.dir), heal=False),
         pruner=make_pruner(spec),
     )
     return PruningCallback(trial_handle(study, int(number)), cfg.protocol.monitor)

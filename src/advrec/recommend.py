@@ -122,7 +122,7 @@ def _known(cfg: DictConfig, model, run_cfg: DictConfig) -> tuple:
     import torch
 
     from advrec.data.datamodule import history_from
-    from advrec.pipeline import checked_datamodule
+    from advrec.run.checkpoints import checked_datamodule
 
     ident = model.data_identity
     if ident and "history_indptr" in ident:
@@ -165,7 +165,8 @@ def recommend(cfg: DictConfig) -> pd.DataFrame:
     import pandas as pd
 
     from advrec.data.batches import eval_loader
-    from advrec.pipeline import checked_datamodule, eval_trainer, load_checkpoint
+    from advrec.run.build import eval_trainer
+    from advrec.run.checkpoints import checked_datamodule, load_checkpoint
     from advrec.utils.io import write_csv
 
     if int(cfg.k) < 1:

@@ -276,16 +276,6 @@ def _check_same_sweep(study, arguments: Sequence[str]) -> None:
         )
 
 
-def in_search() -> bool:
-    """Whether this job is a trial of advrec's Optuna sweeper."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return False
-    return "advrec_optuna" in str(HydraConfig.get().sweeper.get("_target_", ""))
-
-
 def spent(study) -> int:
     """Trials that count toward the budget: finished ones, not those cut off by a crash."""
     from optuna.trial import TrialState

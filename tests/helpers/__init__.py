@@ -126,7 +126,7 @@ def synthetic_dm(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
 
 def quiet_trainer(**kw):
     """advrec's bare Trainer (no loggers, checkpoints, bars or sanity checks); `kw` win."""
-    from advrec.pipeline import bare_trainer
+    from advrec.run.build import bare_trainer
 
     return bare_trainer(**kw)
 

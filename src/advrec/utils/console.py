@@ -18,6 +18,7 @@ from rich.table import Table
 
 from advrec.errors import AdvrecError, BadTrial
 from advrec.metrics.names import METRICS
+from advrec.utils.runtime import in_search, verbose
 
 # soft wrap: a path longer than the terminal (or than 80 columns in a log file) stays one line
 console = Console(stderr=False, soft_wrap=True)
@@ -116,18 +117,12 @@ def quiet() -> None:
     import). `hydra.verbose=true` keeps everything."""
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)
-    if _verbose():
+    if verbose():
         return
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         if _not_noise not in logger.filters:
             logger.addFilter(_not_noise)
-
-
-def _verbose() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.initialized() and bool(HydraConfig.get().verbose)
 
 
 def user_errors(fn):
@@ -141,8 +136,6 @@ def user_errors(fn):
             check_config(cfg)
             return fn(cfg, *args, **kwargs)
         except BadTrial as e:
-            from advrec.sweep import in_search
-
             if in_search():
                 raise  # to the sweeper, which prunes this trial and goes on
             message = str(e)

@@ -1,5 +1,5 @@
-"""What the entry points share: build the DataModule, model and Trainer from a config; load a
-checkpoint with the config it was trained with."""
+"""Build what a run needs from its config: the DataModule, the model, the Trainer (with its
+callbacks, loggers and atomic checkpoint writer) and the evaluation-only Trainer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,17 +18,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from advrec.data.datamodule import RecDataModule
 from advrec.errors import AdvrecError
-from advrec.metrics.names import METRICS
-from advrec.metrics.per_user import splits_of
 from advrec.models.base import Recommender
-from advrec.utils.callbacks import DivergenceGuard, nonfinite_weights
+from advrec.run.guards import model_class
+from advrec.run.protocol import Protocol
+from advrec.utils.callbacks import DivergenceGuard
 from advrec.utils.compat import wandb_init_kwargs
-from advrec.utils.io import read_checkpoint, write_bytes
+from advrec.utils.io import write_bytes
 from advrec.utils.progress import ProgressLines
+from advrec.utils.runtime import choices, hydra_runtime, in_multirun
 from advrec.utils.strategy import resolve_strategy
 
 log = logging.getLogger(__name__)
@@ -39,82 +40,6 @@ log = logging.getLogger(__name__)
 if logging.getLogger().handlers:
     for _handler in list(logging.getLogger("lightning").handlers):
         logging.getLogger("lightning").removeHandler(_handler)
-
-
-def model_class(cfg: DictConfig) -> type[Recommender]:
-    target = cfg.model.get("_target_")
-    try:
-        cls = get_class(target)
-    except Exception as e:
-        raise AdvrecError(f"model._target_={target!r} cannot be imported: {e}") from None
-    if not issubclass(cls, Recommender):
-        raise AdvrecError(f"model._target_={target!r} is not an advrec Recommender")
-    return cls
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """Values every run needs in range, each refused with the range it must lie in."""
-    ks = cfg.get("ks")
-    try:
-        good = bool(ks) and all(int(k) == k and k >= 1 for k in ks)
-    except (TypeError, ValueError):
-        good = False
-    if not good:
-        raise AdvrecError(f"ks={ks}: give a non-empty list of cut-offs >= 1, e.g. ks=[5,10,20]")
-    seed = cfg.get("seed")
-    if not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise AdvrecError(f"seed={seed!r}: it must be a whole number in [0, 2^32)")
-    for key in ("batch_size", "eval_batch_size"):
-        value = cfg.data.get(key)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise AdvrecError(f"data.{key}={value!r}: it must be a whole number >= 1")
-    splits_of(cfg.get("per_user"))
-
-
-def check_training(cfg: DictConfig, cls: type[Recommender]) -> None:
-    """A trained model must train: trainer settings that allow no training step would test
-    (and checkpoint as final) the random initialisation. Closed forms fit without steps."""
-    from advrec.models.base import ClosedForm
-
-    if issubclass(cls, ClosedForm):
-        return
-    t = cfg.trainer
-    name = cfg.model.get("_target_", "").rsplit(".", 1)[-1]
-    for key, value in (
-        ("max_epochs", t.get("max_epochs")),
-        ("max_steps", t.get("max_steps")),
-        ("limit_train_batches", t.get("limit_train_batches")),
-    ):
-        if value is not None and value == 0:
-            raise AdvrecError(
-                f"trainer.{key}=0 lets {name} take no training step: its metrics and "
-                f"final.ckpt would be those of an untrained model; set trainer.{key} >= 1 "
-                "(or -1/null for no limit)"
-            )
-    if t.get("max_epochs") is not None and t.max_epochs < -1:
-        raise AdvrecError(f"trainer.max_epochs={t.max_epochs}: give a number >= 1 (or -1)")
-
-
-def check_monitor(cfg: DictConfig) -> None:
-    """The metric that selects the checkpoint (and stops early) must be one validation
-    computes: a known name at a cut-off in `ks`."""
-    monitor = cfg.protocol.get("monitor")
-    if not monitor:
-        return
-    stage, _, rest = str(monitor).partition("/")
-    name, _, k = rest.partition("@")
-    ks = [int(x) for x in cfg.ks]
-    if stage != "val" or name not in METRICS or not k.isdigit():
-        raise AdvrecError(
-            f"protocol.monitor={monitor!r}: name a validation metric val/<metric>@<k>, "
-            f"<metric> one of {METRICS}, e.g. val/ndcg@{ks[-1]}"
-        )
-    if int(k) not in ks:
-        raise AdvrecError(
-            f"protocol.monitor={monitor} needs the cut-off {k} in ks={ks}: add it "
-            f"(ks={sorted({*ks, int(k)})}) or monitor another, e.g. "
-            f"protocol.monitor=val/{name}@{ks[-1]}"
-        )
 
 
 def build_datamodule(cfg: DictConfig) -> RecDataModule:
@@ -185,8 +110,6 @@ def portable(run_config: dict) -> dict:
 def build_callbacks(cfg: DictConfig, console_only: bool = False) -> list[Callback]:
     """The configured callbacks the protocol keeps, with the console's for where stdout goes:
     the progress bar in a terminal, `ProgressLines` elsewhere. `console_only`: just those."""
-    from advrec.protocol import Protocol
-
     protocol = Protocol.from_config(cfg.protocol)
     interactive = _interactive(cfg)
     out = []
@@ -242,35 +165,24 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return out
 
 
-def _hydra_runtime():
-    """Hydra's runtime config of this job, or None outside a Hydra app."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
 def run_config(cfg: DictConfig) -> dict:
     """The resolved run config plus the config groups chosen (experiment, model, data, ...)."""
     out = OmegaConf.to_container(cfg, resolve=True)
-    hc = _hydra_runtime()
-    chosen = hc.runtime.choices.items() if hc else ()
-    out["choices"] = {k: v for k, v in chosen if v and not k.startswith("hydra/")}
+    out["choices"] = {k: v for k, v in choices().items() if v and not k.startswith("hydra/")}
     return out
 
 
 def wandb_identity(cfg: DictConfig) -> dict:
     """Name `<label>-<data>-<protocol>-s<seed>` (`-t<trial>` in a multirun), group (the
     search's study, else the experiment, else data-protocol), tags and job_type."""
-    from hydra.types import RunMode
-
-    hc = _hydra_runtime()
-    choices = hc.runtime.choices if hc else {}
-    experiment, search = choices.get("experiment"), choices.get("hparams_search")
+    hc = hydra_runtime()
+    chosen = choices()
+    experiment, search = chosen.get("experiment"), chosen.get("hparams_search")
     study = hc.sweeper.get("study_name") if (hc and search) else None
     label = cfg.get("label") or model_class(cfg).__name__
     protocol = cfg.protocol.name
     name = f"{label}-{cfg.data.name}-{protocol}-s{cfg.seed}"
-    if hc is not None and hc.mode == RunMode.MULTIRUN:
+    if in_multirun():
         name += f"-t{hc.job.num}"
     tags = [f"protocol:{protocol}", f"data:{cfg.data.name}"]
     tags += [f"experiment:{experiment}"] if experiment else []
@@ -363,93 +275,7 @@ def eval_trainer(cfg: DictConfig, **settings) -> Trainer:
         raise AdvrecError(f"bad trainer option: {e}") from None
 
 
-# What a config may instantiate: advrec's own classes and the Lightning pieces it configures.
-# Anything else (a checkpoint's stored config is untrusted input) needs allow_targets=[...].
-SAFE_TARGETS = (
-    "advrec.",
-    "hydra_plugins.advrec_optuna_sweeper.",
-    "lightning.Trainer",
-    "lightning.pytorch.Trainer",
-    "lightning.pytorch.loggers.",
-    "lightning.pytorch.callbacks.",
-    "lightning.pytorch.profilers.",
-)
-
-
-def check_targets(cfg, allowed: Sequence[str] = (), where: str = "the config") -> None:
-    """Refuse any `_target_` outside advrec's own classes and `allowed` prefixes."""
-    prefixes = (*SAFE_TARGETS, *allowed)
-    for key, target in _targets(OmegaConf.to_container(cfg, resolve=False)):
-        if not isinstance(target, str) or not target.startswith(prefixes):
-            raise AdvrecError(
-                f"{where} names {key}._target_={target!r}, which is not an advrec class; "
-                "refusing to instantiate it. If you trust it, add allow_targets=['<prefix>']"
-            )
-
-
-def _targets(node, key: str = ""):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "_target_":
-                yield key or "<root>", v
-            else:
-                yield from _targets(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _targets(v, f"{key}[{i}]")
-
-
-def load_checkpoint(ckpt_path: str | Path, entry: DictConfig) -> tuple[Recommender, DictConfig]:
-    """A trained model plus the training config it stored, with the entry point's `paths`
-    and any `data` overrides (e.g. `+data.source.path=<where the file moved>`)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise AdvrecError(
-            f"checkpoint not found: {path}. advrec-train writes "
-            "<run dir>/checkpoints/final.ckpt; pass ckpt_path=<that file>."
-        )
-    raw = read_checkpoint(path)
-    stored = raw.get("advrec_config") if isinstance(raw, dict) else None
-    if stored is None:
-        raise AdvrecError(f"{path} was not written by advrec-train (no advrec_config inside)")
-    cfg = OmegaConf.create(stored)
-    with open_dict(cfg):
-        cfg.paths = entry.paths
-        if entry.get("data"):
-            cfg.data = OmegaConf.merge(cfg.data, entry.data)
-    # what is instantiated from it: the model and the data source (callbacks never are)
-    used = OmegaConf.masked_copy(cfg, ["model", "data"])
-    check_targets(used, entry.get("allow_targets") or (), where=f"the config stored in {path}")
-    model = model_class(cfg).load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    model.eval()
-    bad = nonfinite_weights(model)
-    if bad:
-        raise AdvrecError(
-            f"{path} has non-finite weights ({', '.join(bad[:3])}): the run diverged; its "
-            "scores and rankings would be arbitrary, so it is not used"
-        )
-    status = model.saved_status or "final"
-    if status != "final":
-        log.warning(
-            "%s is a mid-run checkpoint (%s, saved in epoch %s), not a run's tested model: its "
-            "scores are not the run's result (that model is checkpoints/final.ckpt)",
-            path,
-            status,
-            int(raw.get("epoch", -1)) + 1,
-        )
-    return model, cfg
-
-
-def checked_datamodule(run_cfg: DictConfig, model: Recommender, ckpt: str | Path) -> RecDataModule:
-    """The checkpoint's data and split rebuilt, refused unless they are the ones it was
-    trained on."""
-    hint = (
-        f"{ckpt} was trained on it; if the file moved, point to it with "
-        "+data.source.path=<file> (or paths.data_dir=<folder>)"
-    )
-    try:
-        dm = build_datamodule(run_cfg)
-    except AdvrecError as e:
-        raise AdvrecError(f"{e} ({hint})") from None
-    dm.check_identity(model.data_identity, str(ckpt))
-    return dm
+def trainer_factories(cfg: DictConfig) -> tuple:
+    """How the protocol gets its refit's and its grid's trainers for this config:
+    (make_trainer(**overrides), make_eval_trainer())."""
+    return partial(build_trainer, cfg), partial(eval_trainer, cfg)

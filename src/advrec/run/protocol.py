@@ -106,19 +106,23 @@ class Protocol:
     # -- the procedure ------------------------------------------------------------------------
     def run(
         self,
-        cfg: DictConfig,
         model: Recommender,
         dm: RecDataModule,
         trainer: Trainer,
-        refit_overrides: dict | None = None,
         *,
+        seed: int,
+        output_dir: str | Path,
         make_trainer: Callable[..., Trainer],
         make_eval_trainer: Callable[[], Trainer],
+        ckpt_path: str | None = None,
+        refit_overrides: dict | None = None,
     ):
         """Fit, select on validation, refit if asked, test once. Returns a `Result`.
-        `refit_overrides` replace hyper-parameters of the refit (e.g. its `init_ckpt`);
-        `make_trainer(**overrides)` builds the refit's trainer, `make_eval_trainer()` the one
-        a grid scores its candidates with (the protocol never builds trainers itself)."""
+        `ckpt_path` resumes the fit; the refit reseeds with `seed` and logs under
+        `output_dir`; `refit_overrides` replace hyper-parameters of the refit (e.g. its
+        `init_ckpt`); `make_trainer(**overrides)` builds the refit's trainer,
+        `make_eval_trainer()` the one a grid scores its candidates with (the protocol never
+        builds trainers itself, so it needs no config and imports no builder)."""
         if self.selects and dm.val_matrix is None:
             raise AdvrecError(
                 f"protocol.val_fraction={self.val_fraction} left no validation interactions "
@@ -129,7 +133,7 @@ class Protocol:
         if isinstance(model, GridSearchable) and model.search:  # closed forms; EASE-GAN's start
             grid_search(model, dm, make_eval_trainer())
         # a resumed checkpoint is read as data only (unpickling anything else can run code)
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         if not closed and trainer.global_step == 0:
             raise AdvrecError(
                 f"{type(model).__name__} took no training step (trainer.max_epochs="
@@ -159,7 +163,9 @@ class Protocol:
         if res.selected_epoch is None and not closed:
             res.selected_epoch = res.epochs  # the last epoch (nothing was selected)
         if self.refits(res.model):
-            res.model = self._refit(cfg, res, dm, trainer, refit_overrides or {}, make_trainer)
+            res.model = self._refit(
+                res, dm, trainer, refit_overrides or {}, make_trainer, seed, output_dir
+            )
             res.refit = "train+validation"
         if self.test:
             res.test = trainer.test(res.model, datamodule=dm, verbose=False)[0]
@@ -170,12 +176,13 @@ class Protocol:
 
     def _refit(
         self,
-        cfg: DictConfig,
         res: Result,
         dm: RecDataModule,
         trainer: Trainer,
         overrides: dict,
         make_trainer: Callable[..., Trainer],
+        seed: int,
+        output_dir: str | Path,
     ) -> Recommender:
         """The chosen model's settings trained again on train + validation (same seed).
         The chosen model is let go before the refit trains: one model's weights at a time."""
@@ -184,7 +191,7 @@ class Protocol:
             chosen.refit(dm.train_full_matrix)
             chosen.refit_on = "train+validation"
             return chosen
-        seed_everything(cfg.seed, workers=True, verbose=False)
+        seed_everything(seed, workers=True, verbose=False)
         model = _fresh_copy(chosen, overrides)
         res.model = chosen = None
         release(trainer)  # validation connected the chosen model
@@ -194,7 +201,7 @@ class Protocol:
             max_steps=-1,
             callbacks=[],
             enable_checkpointing=False,
-            logger=CSVLogger(cfg.paths.output_dir, name="csv", version="refit"),
+            logger=CSVLogger(str(output_dir), name="csv", version="refit"),
             limit_val_batches=0,
         )
         n = res.selected_epoch

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from advrec.errors import AdvrecError
 from advrec.utils.io import read_checkpoint
+from advrec.utils.runtime import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def prepare(cfg: DictConfig, run_config: dict) -> str | None:
         return None
     names = ", ".join(p.name for p in found)
     if not cfg.get("overwrite"):
-        key = "hydra.sweep.dir" if _multirun() else "hydra.run.dir"
+        key = "hydra.sweep.dir" if in_multirun() else "hydra.run.dir"
         raise AdvrecError(
             f"the run dir {out} already holds a run ({names}); a new run would replace it. "
             f"Choose a new {key}, resume it with ckpt_path=last, or add overwrite=true to "
@@ -87,13 +88,6 @@ def prepare(cfg: DictConfig, run_config: dict) -> str | None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     log.warning("overwrite=true: discarded the earlier run's %s in %s", names, out)
     return None
-
-
-def _multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def resume_path(cfg: DictConfig, out: Path) -> Path:
