@@ -103,14 +103,7 @@ def run(cfg: DictConfig) -> dict:
     trainer.save_checkpoint(final, weights_only=True)  # the tested model, not a resume point
 
     metrics = {
-        "model": cls.__name__,
-        "label": cfg.get("label") or cls.__name__,
-        "adversarial": issubclass(cls, GANRecommender),  # reports mark GANs apart
-        "data": cfg.data.name,
-        "protocol": cfg.protocol.name,
-        "optimistic": bool(cfg.protocol.optimistic),
-        "seed": int(cfg.seed),
-        **({"debug": cfg.debug} if cfg.get("debug") else {}),  # a check, never a result
+        **_identity(cfg, cls),
         **res.metrics(),
         "dataset": dm.describe(),
         "checkpoint": str(final),
@@ -119,14 +112,33 @@ def run(cfg: DictConfig) -> dict:
     }
     _finish_wandb()
     if trainer.is_global_zero:  # the results table comes last: nothing pushes it off screen
-        splits = cfg.get("per_user", ["test"])
-        write_files(out_dir, res.per_user, splits, dm.data.user_ids, model.ks)
-        write_json(out_dir / "metrics.json", metrics)
-        console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
-        for profile in sorted(out_dir.glob("*-profile.txt")):  # debug=profiler
-            console.print(f"profiler report: {profile}")
-        console.print(metrics_table(metrics, model.ks, _title(cfg, metrics)))
+        _write_results(cfg, out_dir, metrics, res, dm, model.ks)
     return metrics
+
+
+def _identity(cfg: DictConfig, cls: type) -> dict:
+    """What metrics.json says the run was, before its numbers."""
+    return {
+        "model": cls.__name__,
+        "label": cfg.get("label") or cls.__name__,
+        "adversarial": issubclass(cls, GANRecommender),  # reports mark GANs apart
+        "data": cfg.data.name,
+        "protocol": cfg.protocol.name,
+        "optimistic": bool(cfg.protocol.optimistic),
+        "seed": int(cfg.seed),
+        **({"debug": cfg.debug} if cfg.get("debug") else {}),  # a check, never a result
+    }
+
+
+def _write_results(cfg: DictConfig, out_dir: Path, metrics: dict, res, dm, ks) -> None:
+    """The per-user files, then metrics.json (atomic, last: it marks a finished run), then
+    the console's results table."""
+    write_files(out_dir, res.per_user, cfg.get("per_user", ["test"]), dm.data.user_ids, ks)
+    write_json(out_dir / "metrics.json", metrics)
+    console.print(f"metrics.json: {out_dir / 'metrics.json'}  ({metrics['wall_time_s']:.1f} s)")
+    for profile in sorted(out_dir.glob("*-profile.txt")):  # debug=profiler
+        console.print(f"profiler report: {profile}")
+    console.print(metrics_table(metrics, ks, _title(cfg, metrics)))
 
 
 def _pretrain(cfg: DictConfig, dm, protocol, resume: str | None) -> dict:
