@@ -287,14 +287,14 @@ def test_eval_missing_checkpoint(tmp_path):
     assert_clean_failure(proc, "checkpoint not found")
 
 
-def test_the_readme_python_api_example_runs(tmp_path):
-    """The README's `advrec.train` / `advrec.recommend` example, as printed."""
+def test_the_docs_python_api_example_runs(tmp_path):
+    """The docs' `advrec.train` / `advrec.recommend` example (docs/python-api.md), as printed."""
     import subprocess
     import sys
 
     from tests.helpers import REPO
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "python-api.md").read_text()
     code = text.split("<!-- api-example -->\n```python\n", 1)[1].split("```", 1)[0]
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)  # fmt: skip

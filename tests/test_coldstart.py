@@ -378,8 +378,9 @@ def test_recommend_for_brand_new_users_from_a_features_csv(files, tmp_path):
 
 
 def test_grouppop_searches_min_users_on_validation_through_the_entry_point(files, tmp_path):
-    """The README's GroupPop search (model.search on a cold-start split): the protocol's grid
-    runs before the fit, so the model must get its features before it (it crashed)."""
+    """The GroupPop search docs/cold-start.md prints (model.search on a cold-start split): the
+    protocol's grid runs before the fit, so the model must get its features before it (it
+    crashed)."""
     run_cli(
         "train",
         *file_args(files),

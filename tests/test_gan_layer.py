@@ -16,16 +16,16 @@ from tests.helpers import REPO, quiet_trainer, run_cli, run_recommend, synthetic
 SRC = REPO / "src" / "advrec"
 
 
-def readme_skeleton() -> str:
-    """The python block after the README's `<!-- gan-skeleton -->` marker."""
-    text = (REPO / "README.md").read_text()
+def docs_skeleton() -> str:
+    """The python block after the `<!-- gan-skeleton -->` marker of docs/adding-a-model.md."""
+    text = (REPO / "docs" / "adding-a-model.md").read_text()
     match = re.search(r"<!-- gan-skeleton -->\n```python\n(.*?)```", text, re.S)
-    assert match, "README lost its GAN skeleton"
+    assert match, "docs/adding-a-model.md lost its GAN skeleton"
     return match.group(1)
 
 
-def test_the_readme_skeleton_trains_evaluates_and_recommends(tmp_path):
-    code = readme_skeleton()
+def test_the_docs_skeleton_trains_evaluates_and_recommends(tmp_path):
+    code = docs_skeleton()
     assert len(code.splitlines()) <= 100
     pkg, conf = tmp_path / "pkg", tmp_path / "my_conf" / "model"
     pkg.mkdir()

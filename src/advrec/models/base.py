@@ -268,8 +268,8 @@ class ClosedForm(GridSearchable, Recommender):
 
 
 def _layer_widths(value) -> bool:
-    """One whole number >= 1 (a model with one hidden layer, e.g. the README's skeleton) or a
-    list of them (empty: no hidden layer)."""
+    """One whole number >= 1 (a model with one hidden layer, e.g. the skeleton in
+    docs/adding-a-model.md) or a list of them (empty: no hidden layer)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     try:
