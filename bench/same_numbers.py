@@ -9,7 +9,8 @@ given source tree, then compare two batteries' metrics.json key by key.
 checkout's code and its conf/ are used; it needs the same packages) in <out>/<name>/ and
 writes <out>/battery.json: {name: metrics.json}. `compare` prints JSON: per run, the metric
 keys that differ (with both values), the keys only one side has, and whether every shared
-metric is equal. Times, paths, dates and versions are not compared. Needs ADVREC_DATA_DIR.
+metric is equal; it exits 1 when any run differs or failed (as `run` does when a run fails).
+Times, paths, dates and versions are not compared. Needs ADVREC_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -56,11 +57,28 @@ def _volatile(key: str) -> bool:
     return key.endswith("_s") or any(part in key for part in VOLATILE)
 
 
-def run_battery(out: Path, src: str | None, seed: int) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+def _env(src: str | None) -> dict:
+    """The child processes' environment; with `src`, refuses unless that tree's advrec is the
+    one they import (a wrong path would silently run the installed advrec: two equal batteries
+    from one code)."""
     env = dict(os.environ, WANDB_MODE="disabled")
-    if src:
-        env["PYTHONPATH"] = str(Path(src).resolve())
+    if not src:
+        return env
+    root = Path(src).resolve()
+    env["PYTHONPATH"] = str(root)
+    probe = [sys.executable, "-c", "import advrec; print(advrec.__file__)"]
+    got = subprocess.run(probe, env=env, capture_output=True, text=True).stdout.strip()
+    if not (root / "advrec" / "train.py").is_file() or not got.startswith(str(root)):
+        sys.exit(
+            f"same_numbers: error: --src {src} is not a checkout's src/ holding advrec/ "
+            f"(it would import {got or 'nothing'}); pass e.g. <checkout>/src"
+        )
+    return env
+
+
+def run_battery(out: Path, src: str | None, seed: int) -> dict:
+    env = _env(src)
+    out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, overrides in BATTERY.items():
         rundir = (out / name).resolve()
@@ -107,7 +125,7 @@ def compare(a: dict, b: dict) -> dict:
             if not (fa[k] == fb[k] or (math.isnan(fa[k]) and math.isnan(fb[k])))
         }
         report[name] = {
-            "equal": not differ,
+            "equal": bool(shared) and not differ,  # nothing shared is nothing checked
             "shared_keys": len(shared),
             "differ": differ,
             "only_first": sorted(set(fa) - set(fb)),
@@ -128,12 +146,18 @@ def main() -> None:
     c.add_argument("second", type=Path)
     args = p.parse_args()
     if args.cmd == "run":
-        run_battery(args.out, args.src, args.seed)
-    else:
-        first, second = (json.loads(f.read_text()) for f in (args.first, args.second))
-        report = compare(first, second)
-        summary = {"all_equal": all(r["equal"] for r in report.values()), "runs": report}
-        print(json.dumps(summary, indent=1))
+        results = run_battery(args.out, args.src, args.seed)
+        sys.exit(1 if any("error" in r for r in results.values()) else 0)
+    batteries = []
+    for f in (args.first, args.second):
+        try:
+            batteries.append(json.loads(f.read_text()))
+        except (OSError, ValueError) as e:
+            sys.exit(f"same_numbers: error: {f} is not a battery.json ({e}); make one with `run`")
+    report = compare(*batteries)
+    summary = {"all_equal": all(r["equal"] for r in report.values()), "runs": report}
+    print(json.dumps(summary, indent=1))
+    sys.exit(0 if summary["all_equal"] else 1)
 
 
 if __name__ == "__main__":

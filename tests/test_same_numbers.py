@@ -40,3 +40,40 @@ def test_compare_catches_a_changed_metric_and_ignores_times():
     assert not report["ease"]["equal"] and not report["gone"]["equal"]
     after["ease"]["test/ndcg@20"] = 0.4366
     assert compare(before, after)["ease"]["equal"]
+
+
+def _script(*args: str, cwd):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    cmd = [sys.executable, str(REPO / "bench" / "same_numbers.py"), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_a_src_that_is_not_a_checkout_is_refused_before_anything_runs(tmp_path):
+    """A wrong --src would run the installed advrec: a 'before' equal to 'after' by mistake."""
+    proc = _script("run", "--out", str(tmp_path / "out"), "--src", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a checkout's src/" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_exits_1_on_a_difference_and_names_a_bad_file(tmp_path):
+    import json
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"ease": {"test/ndcg@20": 0.4}}))
+    second.write_text(json.dumps({"ease": {"test/ndcg@20": 0.5}}))
+    proc = _script("compare", str(first), str(second), cwd=tmp_path)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["all_equal"] is False
+    assert _script("compare", str(first), str(first), cwd=tmp_path).returncode == 0
+    proc = _script("compare", str(first), str(tmp_path / "nope.json"), cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "nope.json is not a battery.json" in proc.stderr
+
+
+def test_runs_with_no_metric_in_common_are_not_equal():
+    assert not compare({"x": {"wall_time_s": 1.0}}, {"x": {"wall_time_s": 1.0}})["x"]["equal"]
